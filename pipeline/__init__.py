@@ -1,0 +1,3 @@
+"""newsletter-pipeline: content modules -> rendered emails -> providers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,71 @@
+"""A fully personalised email, ready for any provider, and its MIME form.
+
+Providers with a JSON API read the fields directly (cheap); SMTP, the outbox and
+``preview`` use :func:`to_bytes`, the RFC 5322 message with CRLF line endings.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formataddr, formatdate
+
+
+@dataclass(slots=True)
+class Message:
+    """One email to one recipient.
+
+    ``headers`` holds the extra headers every message carries (List-Unsubscribe,
+    List-Unsubscribe-Post, List-Id, Feedback-ID ...). ``message_id`` is our own
+    RFC 5322 Message-ID (with angle brackets); it is the key that ties a provider's
+    result and later webhooks back to the ledger. ``metadata`` travels with the
+    message where the provider allows (Postmark Metadata, SendGrid custom_args,
+    Mailgun v: variables, Resend tags).
+    """
+
+    to_email: str
+    to_name: str
+    from_addr: str
+    subject: str
+    html: str
+    text: str
+    message_id: str
+    reply_to: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    tag: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def to(self) -> str:
+        """The formatted To address, quoting the display name as needed."""
+        return formataddr((self.to_name, self.to_email)) if self.to_name else self.to_email
+
+
+def make_message_id(domain: str) -> str:
+    """A unique Message-ID on our own domain."""
+    return f"<{uuid.uuid4().hex}.{int(time.time())}@{domain}>"
+
+
+def to_mime(msg: Message) -> EmailMessage:
+    """The message as a multipart/alternative MIME object (text first, then HTML)."""
+    mime = EmailMessage(policy=SMTP)
+    mime["From"] = msg.from_addr
+    mime["To"] = msg.to
+    mime["Subject"] = msg.subject
+    mime["Date"] = formatdate(localtime=False, usegmt=True)
+    mime["Message-ID"] = msg.message_id
+    if msg.reply_to:
+        mime["Reply-To"] = msg.reply_to
+    for name, value in msg.headers.items():
+        mime[name] = value
+    mime.set_content(msg.text, subtype="plain", charset="utf-8")
+    mime.add_alternative(msg.html, subtype="html", charset="utf-8")
+    return mime
+
+
+def to_bytes(msg: Message) -> bytes:
+    """The wire form: RFC 5322 bytes, every line ending CRLF."""
+    return to_mime(msg).as_bytes(policy=SMTP)

@@ -1,0 +1,1 @@
+"""The subscriber store, tokens, signup validation and the web app."""
