@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 preview: $(STAMP)
-	$(BIN)/newsletter preview $(if $(CONTENT),$(CONTENT),--newest) --out var/preview
+	$(BIN)/newsletter preview $(CONTENT)
 
 send: $(STAMP)
 	$(BIN)/newsletter send $(CONTENT) $(SEND_ARGS)

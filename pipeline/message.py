@@ -14,6 +14,12 @@ from email.policy import SMTP
 from email.utils import formataddr, formatdate
 
 
+# Structured headers such as List-Unsubscribe hold URLs longer than 78 characters; the
+# default policy would RFC 2047-encode them while folding, which breaks one-click
+# unsubscribe. Fold only at the hard 998 limit; bodies are quoted-printable (7-bit safe).
+WIRE = SMTP.clone(max_line_length=998)
+
+
 @dataclass(slots=True)
 class Message:
     """One email to one recipient.
@@ -51,7 +57,7 @@ def make_message_id(domain: str) -> str:
 
 def to_mime(msg: Message) -> EmailMessage:
     """The message as a multipart/alternative MIME object (text first, then HTML)."""
-    mime = EmailMessage(policy=SMTP)
+    mime = EmailMessage(policy=SMTP)  # bodies: quoted-printable lines of 76
     mime["From"] = msg.from_addr
     mime["To"] = msg.to
     mime["Subject"] = msg.subject
@@ -61,11 +67,11 @@ def to_mime(msg: Message) -> EmailMessage:
         mime["Reply-To"] = msg.reply_to
     for name, value in msg.headers.items():
         mime[name] = value
-    mime.set_content(msg.text, subtype="plain", charset="utf-8")
-    mime.add_alternative(msg.html, subtype="html", charset="utf-8")
+    mime.set_content(msg.text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    mime.add_alternative(msg.html, subtype="html", charset="utf-8", cte="quoted-printable")
     return mime
 
 
 def to_bytes(msg: Message) -> bytes:
-    """The wire form: RFC 5322 bytes, every line ending CRLF."""
-    return to_mime(msg).as_bytes(policy=SMTP)
+    """The wire form: RFC 5322 bytes, every line ending CRLF, headers folded at 998."""
+    return to_mime(msg).as_bytes(policy=WIRE)

@@ -102,7 +102,7 @@ class Settings:
     @property
     def site_domain(self) -> str:
         """Host of the public site, used for List-Id and Message-ID."""
-        return urlsplit(self.base_url).hostname or "localhost"
+        return urlsplit(self.site_url).hostname or urlsplit(self.base_url).hostname or "localhost"
 
     @property
     def from_email(self) -> str:

@@ -12,11 +12,12 @@ retries are exhausted.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
 
+from pipeline.errors import ProviderError
 from pipeline.message import Message
 from pipeline.settings import Settings
 
@@ -72,8 +73,62 @@ class Provider(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
+    def check_batch(self, messages: Sequence[Message]) -> None:
+        """Refuse a batch above ``max_batch`` (a bug in the caller, not in the data)."""
+        if len(messages) > self.max_batch:
+            raise ValueError(
+                f"{self.name}: a batch holds at most {self.max_batch} messages,"
+                f" got {len(messages)}"
+            )
+
+    def __repr__(self) -> str:
+        # Never shows credentials: subclasses add only non-secret details.
+        return f"<{type(self).__name__} {self.name}>"
+
     def __enter__(self) -> Provider:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def not_sent(messages: Sequence[Message], error: ProviderError) -> list[SendResult]:
+    """Results for messages a batch-level failure stopped before they were sent.
+
+    Used only after other messages of the same batch were accepted: raising then
+    would hide those acceptances from the caller, who might send them twice.
+    """
+    reason = f"not sent: {error.message}"
+    return [
+        SendResult(m.message_id, m.to_email, Status.FAILED, reason=reason, retryable=True)
+        for m in messages
+    ]
+
+
+def send_in_parts(
+    parts: Sequence[Sequence[Message]],
+    send_part: Callable[[Sequence[Message]], list[SendResult]],
+) -> list[SendResult]:
+    """Send a batch that takes several calls, one result per message, same order.
+
+    A :class:`ProviderError` before anything was accepted propagates (nothing was
+    sent, the caller may retry the whole batch); after that, the rest of the batch
+    is reported as ``failed``/retryable instead, so no acceptance is lost.
+    """
+    results: list[SendResult] = []
+    for index, part in enumerate(parts):
+        try:
+            results.extend(send_part(part))
+        except ProviderError as exc:
+            if not any(r.accepted for r in results):
+                raise
+            for rest in parts[index:]:
+                results.extend(not_sent(rest, exc))
+            break
+    return results
+
+
+def in_order(messages: Sequence[Message], results: Sequence[SendResult]) -> list[SendResult]:
+    """``results`` put back in the order of ``messages`` (matched by Message-ID)."""
+    by_id = {r.message_id: r for r in results}
+    return [by_id[m.message_id] for m in messages]

@@ -1,0 +1,237 @@
+"""Content module -> compiled campaign (once) -> personalised Message (per recipient).
+
+Compiling runs Jinja2 (StrictUndefined), MJML (mjml-python, the Rust MRML engine) and
+css-inline once per campaign. Personal fields are left in the compiled HTML and text as
+markers and turned into ``str.format_map`` templates, so personalising a recipient is a
+handful of escapes and two C-level substitutions.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import css_inline
+import jinja2
+import mjml
+from markupsafe import Markup
+
+from pipeline.content import ContentModule
+from pipeline.errors import TemplateError
+from pipeline.markdown import Body, is_remote, render_body
+from pipeline.message import Message
+from pipeline.settings import Settings
+
+PERSONAL_FIELDS = (
+    "first_name",
+    "name",
+    "email",
+    "unsubscribe_url",
+    "preferences_url",
+    "view_online_url",
+)
+MARKER = "%%nl:{}%%"
+MARKER_RE = re.compile(r"%%nl:([a-z_]+)%%")
+INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+
+
+class _Personal:
+    """``p`` in templates: each known field renders as a marker filled per recipient."""
+
+    def __init__(self, markup: bool) -> None:
+        wrap: Callable[[str], str] = Markup if markup else str
+        for name in PERSONAL_FIELDS:
+            setattr(self, name, wrap(MARKER.format(name)))
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """Whoever a campaign goes to. ``token`` signs their unsubscribe/preferences links."""
+
+    id: int | str
+    email: str
+    name: str = ""
+    token: str = ""
+
+
+@functools.lru_cache(maxsize=8)
+def template_env(templates_dir: Path) -> jinja2.Environment:
+    """Jinja environment for ``templates/email``: strict, HTML-escaped for .mjml.j2."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir / "email"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=jinja2.select_autoescape(enabled_extensions=("mjml.j2", "html.j2")),
+        keep_trailing_newline=True,
+    )
+
+
+def render_template(settings: Settings, name: str, context: dict[str, Any]) -> str:
+    """Render one template; errors name the template file and line."""
+    env = template_env(settings.templates_dir)
+    try:
+        return env.get_template(name).render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        path = exc.filename or str(settings.templates_dir / "email" / name)
+        raise TemplateError(path, exc.lineno, exc.message or "syntax error") from exc
+    except jinja2.TemplateNotFound as exc:
+        path = str(settings.templates_dir / "email" / exc.name)
+        raise TemplateError(path, None, "template not found") from exc
+    except jinja2.UndefinedError as exc:
+        path, line = _template_frame(exc, settings.templates_dir / "email" / name)
+        raise TemplateError(path, line, exc.message or "undefined value") from exc
+
+
+def _template_frame(exc: BaseException, default: Path) -> tuple[str, int | None]:
+    """The innermost template file and line in a Jinja traceback."""
+    found: tuple[str, int | None] = (str(default), None)
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith(".j2"):
+            found = (filename, tb.tb_lineno)
+        tb = tb.tb_next
+    return found
+
+
+def compile_mjml(source: str, origin: str) -> str:
+    """MJML -> HTML with the CSS inlined (MRML ignores mj-style inline="inline")."""
+    try:
+        html = mjml.mjml2html(source)
+    except Exception as exc:  # noqa: BLE001 - MRML raises plain exceptions
+        raise TemplateError(origin, None, f"MJML: {exc}") from exc
+    return INLINER.inline(html)
+
+
+def _format_template(text: str) -> str:
+    """Escape braces, then turn markers into ``{field}`` for str.format_map."""
+    text = text.replace("{", "{{").replace("}", "}}")
+    return MARKER_RE.sub(r"{\1}", text)
+
+
+@dataclass
+class Compiled:
+    """A content module compiled once, ready to personalise for any recipient."""
+
+    module: ContentModule
+    settings: Settings
+    subject: str
+    html_template: str
+    text_template: str
+    html_size: int  # bytes of the HTML with sample personal fields
+    body: Body
+    static_headers: dict[str, str] = field(default_factory=dict)
+
+    def personalize(self, recipient: Recipient, *, message_id: str | None = None) -> Message:
+        """The Message for one recipient; anything they typed is HTML-escaped."""
+        s = self.settings
+        links = self.links(recipient.token)
+        first = recipient.name.split()[0] if recipient.name.strip() else "there"
+        text_fields = {"first_name": first, "name": recipient.name, "email": recipient.email}
+        text_fields.update(links)
+        html_fields = {k: escape(v, quote=True) for k, v in text_fields.items()}
+        headers = dict(self.static_headers)
+        headers["List-Unsubscribe"] = (
+            f"<{links['unsubscribe_url']}>, <mailto:{s.unsubscribe_email}"
+            f"?subject=unsubscribe%20{recipient.token}>"
+        )
+        module = self.module
+        mid = message_id or f"<{module.slug}.{module.topic}.{recipient.id}@{s.site_domain}>"
+        return Message(
+            to_email=recipient.email,
+            to_name=recipient.name,
+            from_addr=s.from_addr,
+            subject=self.subject,
+            html=self.html_template.format_map(html_fields),
+            text=self.text_template.format_map(text_fields),
+            message_id=mid,
+            reply_to=s.reply_to,
+            headers=headers,
+            tag=self.module.slug,
+            metadata={"campaign": self.module.slug, "recipient": str(recipient.id)},
+        )
+
+    def links(self, token: str) -> dict[str, str]:
+        base = self.settings.base_url
+        return {
+            "unsubscribe_url": f"{base}/unsubscribe/{token}",
+            "preferences_url": f"{base}/preferences/{token}",
+            "view_online_url": self.module.url or f"{base}/view/{self.module.slug}",
+        }
+
+
+def asset_resolver(settings: Settings, *, preview: bool) -> Callable[[str], str]:
+    """Local images: file:// URIs in a preview, the web app's /media/ URL in a send."""
+
+    def resolve(ref: str) -> str:
+        if is_remote(ref):
+            return ref
+        if preview:
+            return (settings.content_dir / ref).resolve().as_uri()
+        return f"{settings.base_url}/media/{ref}"
+
+    return resolve
+
+
+def topic_reason(settings: Settings, module: ContentModule) -> str:
+    topic = settings.topics[module.topic]
+    return (
+        f"You are receiving this email because you subscribed to {topic.name} "
+        f"from {settings.site_name}."
+    )
+
+
+def compile_campaign(
+    module: ContentModule, settings: Settings, *, preview: bool = False
+) -> Compiled:
+    """Render a content module once: Markdown, Jinja2, MJML and CSS inlining."""
+    resolve = asset_resolver(settings, preview=preview)
+    body = render_body(module.body, first_line=module.body_line, asset_url=resolve)
+    context = {
+        "subject": module.subject,
+        "preheader": module.preheader,
+        "title": module.title,
+        "url": module.url,
+        "image": resolve(module.image) if module.image else "",
+        "image_alt": module.image_alt,
+        "cta_text": module.cta_text,
+        "cta_url": module.cta_url,
+        "price": module.price,
+        "site_name": settings.site_name,
+        "site_url": settings.site_url,
+        "postal_address": settings.postal_address,
+        "reason": topic_reason(settings, module),
+    }
+    html_context = {**context, "body": Markup(body.mjml), "p": _Personal(True)}
+    mjml_src = render_template(settings, f"{module.kind}.mjml.j2", html_context)
+    html = compile_mjml(mjml_src, str(module.path))
+    text = render_template(
+        settings, f"{module.kind}.txt.j2", {**context, "body": body.text, "p": _Personal(False)}
+    )
+    return Compiled(
+        module=module,
+        settings=settings,
+        subject=module.subject,
+        html_template=_format_template(html),
+        text_template=_format_template(text),
+        html_size=len(html.encode("utf-8")),
+        body=body,
+        static_headers=static_headers(settings, module.topic, module.slug),
+    )
+
+
+def static_headers(settings: Settings, topic: str, campaign: str) -> dict[str, str]:
+    """Headers that are the same for every recipient of a campaign."""
+    name = re.sub(r'[<>"\r\n]', "", settings.site_name).strip()
+    headers = {
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "List-Id": f"{name} <{topic}.{settings.site_domain}>",
+    }
+    feedback = settings.provider_options.get("feedback_id")
+    if feedback:
+        headers["Feedback-ID"] = f"{campaign}:{topic}:{feedback}"
+    return headers

@@ -1,0 +1,58 @@
+"""One-off emails to one person (the double opt-in confirmation), through the same
+Jinja2 + MJML templates as campaigns, rendered directly with the real values."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from pipeline.message import Message, make_message_id
+from pipeline.render import compile_mjml, render_template, static_headers
+from pipeline.settings import Settings
+
+
+def confirmation_message(
+    settings: Settings,
+    *,
+    email: str,
+    name: str,
+    confirm_url: str,
+    topics: list[str],
+    unsubscribe_url: str = "",
+) -> Message:
+    """The double opt-in email. ``topics`` are topic keys; shown by display name."""
+    first = name.split()[0] if name.strip() else "there"
+    context = {
+        "subject": f"Confirm your subscription to {settings.site_name}",
+        "preheader": "One click to confirm, and you're on the list.",
+        "site_name": settings.site_name,
+        "site_url": settings.site_url,
+        "postal_address": settings.postal_address,
+        "reason": (
+            f"You are receiving this email because this address was entered in the signup "
+            f"form of {settings.site_name}."
+        ),
+        "topics": [settings.topics[t].name if t in settings.topics else t for t in topics],
+        "confirm_url": confirm_url,
+        "p": SimpleNamespace(first_name=first, unsubscribe_url=unsubscribe_url),
+    }
+    html = compile_mjml(render_template(settings, "confirm.mjml.j2", context), "confirm.mjml.j2")
+    text = render_template(settings, "confirm.txt.j2", context)
+    headers: dict[str, str] = {}
+    if unsubscribe_url:
+        headers = static_headers(settings, "confirm", "confirm")
+        headers["List-Unsubscribe"] = (
+            f"<{unsubscribe_url}>, <mailto:{settings.unsubscribe_email}?subject=unsubscribe>"
+        )
+    return Message(
+        to_email=email,
+        to_name=name,
+        from_addr=settings.from_addr,
+        subject=context["subject"],
+        html=html,
+        text=text,
+        message_id=make_message_id(settings.site_domain),
+        reply_to=settings.reply_to,
+        headers=headers,
+        tag="confirm",
+        metadata={"kind": "confirm"},
+    )
