@@ -77,8 +77,7 @@ class Provider(ABC):
         """Refuse a batch above ``max_batch`` (a bug in the caller, not in the data)."""
         if len(messages) > self.max_batch:
             raise ValueError(
-                f"{self.name}: a batch holds at most {self.max_batch} messages,"
-                f" got {len(messages)}"
+                f"{self.name}: a batch holds at most {self.max_batch} messages, got {len(messages)}"
             )
 
     def __repr__(self) -> str:
