@@ -27,7 +27,9 @@ def read_subscriber_token(secret_key: str, token: str) -> int:
     try:
         value = URLSafeSerializer(secret_key, salt="subscriber").loads(token)
     except BadSignature as exc:
-        raise TokenError("this link is not valid", hint="use the link from your latest email") from exc
+        raise TokenError(
+            "this link is not valid", hint="use the link from your latest email"
+        ) from exc
     if not isinstance(value, int):
         raise TokenError("this link is not valid")
     return value

@@ -1,0 +1,88 @@
+"""Engines for SQLite (the default) and PostgreSQL, behind one SQLAlchemy Core code path.
+
+SQLite gets WAL, a busy timeout, foreign keys and real transactions: sqlite3's legacy
+mode would not BEGIN before DDL or SELECT (see SQLAlchemy's "Transactions with SQLite
+and the sqlite3 driver"), so we emit BEGIN ourselves. Writers use ``BEGIN IMMEDIATE``,
+which takes the write lock up front: two deferred transactions that both read and then
+write can deadlock, and SQLite answers that with "database is locked" at once instead of
+waiting out the busy timeout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError
+
+from pipeline.errors import ConfigError
+
+BUSY_TIMEOUT_MS = 15_000
+WRITE_OPTION = "newsletter_write"  # execution option: this transaction will write
+_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
+
+
+def normalise_url(url: str) -> URL:
+    """Parse a database URL; plain ``postgresql://`` (or ``postgres://``) means psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(
+            f"not a database URL: {url!r}",
+            hint="use sqlite:///path/to/newsletter.db or postgresql://user@host/db",
+        ) from exc
+    if parsed.drivername in _DRIVERS:
+        parsed = parsed.set(drivername=_DRIVERS[parsed.drivername])
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            f"unsupported database {parsed.get_backend_name()!r} in NEWSLETTER_DATABASE_URL",
+            hint="use sqlite:///... or postgresql://...",
+        )
+    return parsed
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the pragmas and transaction handling this project relies on."""
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed)
+    return sa.create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def writer(engine: Engine) -> Engine:
+    """The same engine, marked so that SQLite begins its transactions IMMEDIATE."""
+    return engine.execution_options(**{WRITE_OPTION: True})
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(
+        url,
+        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        pool_size=20,
+        max_overflow=20,
+    )
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see module doc)
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")  # WAL: durable across app crashes
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(conn: sa.Connection) -> None:
+    writes = conn.get_execution_options().get(WRITE_OPTION)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")

@@ -1,0 +1,245 @@
+"""The store's tables and their versioned migrations.
+
+``metadata`` describes the schema as it is *now*; the store queries through it.
+``MIGRATIONS`` is the ordered history that builds it: step N (1-based) takes a database
+from version N-1 to N, and ``schema_version`` records every step applied. Each step
+defines the tables it creates itself (a snapshot), so later edits to ``metadata`` never
+rewrite history.
+
+Adding a migration (a send ledger, webhook events ...):
+
+1. write ``def _002_send_ledger(conn: Connection) -> None`` with a one-line docstring,
+   creating or altering tables through ``conn`` (SQLAlchemy Core or ``conn.execute``);
+2. append it to ``MIGRATIONS``;
+3. update the matching ``sa.Table`` in ``metadata`` below, and ``tests/test_migrations``
+   checks that the two agree.
+
+Steps run in a transaction each, under a lock (SQLite ``BEGIN IMMEDIATE``, PostgreSQL
+an advisory lock), so several workers starting at once apply each step exactly once,
+and a failing step leaves the database at the previous version with its data intact.
+SQLite's ALTER TABLE only adds and renames columns; for anything else copy into a new
+table and swap.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from subscribers.db import writer
+from subscribers.errors import SchemaError
+
+STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
+ADVISORY_LOCK_KEY = 0x6E65_7773  # "news": serialises migrations on PostgreSQL
+
+
+class UTCDateTime(sa.TypeDecorator[dt.datetime]):
+    """Timestamps stored as naive UTC (the same on SQLite and PostgreSQL), read back aware."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use datetime.now(UTC)")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        return value.replace(tzinfo=dt.UTC) if value is not None else None
+
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("description", sa.String(200), nullable=False),
+    sa.Column("applied_at", UTCDateTime, nullable=False),
+)
+
+
+def _subscribers_table(md: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "subscribers",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("email", sa.String(320), nullable=False),
+        sa.Column("email_hash", sa.String(64), nullable=False, unique=True),
+        sa.Column("name", sa.String(200), nullable=False, server_default=""),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+        sa.Column("confirmed_at", UTCDateTime),
+        sa.Column("unsubscribed_at", UTCDateTime),
+        sa.CheckConstraint(
+            "status IN ('pending', 'active', 'unsubscribed', 'bounced', 'complained')",
+            name="ck_subscribers_status",
+        ),
+    )
+
+
+def _topics_table(md: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "subscriber_topics",
+        md,
+        sa.Column(
+            "subscriber_id",
+            sa.Integer,
+            sa.ForeignKey("subscribers.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("topic", sa.String(64), primary_key=True),
+        sa.Index("ix_subscriber_topics_topic", "topic", "subscriber_id"),
+    )
+
+
+def _consents_table(md: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "consents",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column(
+            "subscriber_id",
+            sa.Integer,
+            sa.ForeignKey("subscribers.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
+        sa.Column("kind", sa.String(16), nullable=False),  # signup | confirm | import | admin
+        sa.Column("source", sa.String(200), nullable=False),  # form id, import file, cli
+        sa.Column("topics", sa.String(200), nullable=False, server_default=""),
+        sa.Column("ip", sa.String(64)),
+        sa.Column("user_agent", sa.String(500)),
+        sa.Column("wording", sa.Text, nullable=False, server_default=""),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+    )
+
+
+def _suppressions_table(md: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "suppressions",
+        md,
+        sa.Column("email_hash", sa.String(64), primary_key=True),
+        sa.Column("reason", sa.String(32), nullable=False),
+        sa.Column("source", sa.String(200), nullable=False, server_default=""),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+    )
+
+
+def _events_table(md: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "events",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column(
+            "subscriber_id",
+            sa.Integer,
+            sa.ForeignKey("subscribers.id", ondelete="CASCADE"),
+        ),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("detail", sa.Text, nullable=False, server_default=""),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Index("ix_events_subscriber_kind", "subscriber_id", "kind", "created_at"),
+    )
+
+
+subscribers = _subscribers_table(metadata)
+subscriber_topics = _topics_table(metadata)
+consents = _consents_table(metadata)
+suppressions = _suppressions_table(metadata)
+events = _events_table(metadata)
+
+
+# ---------------------------------------------------------------------------------------
+# Migrations: append only. Never edit a step that has shipped.
+
+
+def _001_initial(conn: Connection) -> None:
+    """subscribers, topics, consent records, suppression list, event log"""
+    md = sa.MetaData()
+    for build in (
+        _subscribers_table,
+        _topics_table,
+        _consents_table,
+        _suppressions_table,
+        _events_table,
+    ):
+        build(md)
+    md.create_all(conn)
+
+
+Migration = Callable[[Connection], None]
+MIGRATIONS: list[Migration] = [_001_initial]
+
+
+def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    return len(migrations)
+
+
+def current_version(conn: Connection) -> int:
+    """The version recorded in the database; 0 for an empty one."""
+    if not sa.inspect(conn).has_table("schema_version"):
+        return 0
+    return conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+
+
+def migrate(engine: Engine, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
+    """Bring the database up to date; returns the versions applied (empty when current)."""
+    _create_version_table(engine)
+    applied = []
+    for version, step in enumerate(migrations, start=1):
+        if _apply(engine, version, step):
+            applied.append(version)
+    with engine.connect() as conn:
+        found = current_version(conn)
+    if found > len(migrations):
+        raise SchemaError(
+            f"the database is at schema version {found}, newer than this code ({len(migrations)})",
+            hint="upgrade newsletter-pipeline before using this database",
+        )
+    return applied
+
+
+def _create_version_table(engine: Engine) -> None:
+    with writer(engine).begin() as conn:
+        _lock(conn)
+        schema_version.create(conn, checkfirst=True)
+
+
+def _apply(engine: Engine, version: int, step: Migration) -> bool:
+    with writer(engine).begin() as conn:
+        _lock(conn)
+        if current_version(conn) >= version:
+            return False
+        try:
+            step(conn)
+        except sa.exc.SQLAlchemyError as exc:
+            raise SchemaError(
+                f"schema migration {version} ({step.__name__}) failed: {exc}"
+            ) from exc
+        conn.execute(
+            schema_version.insert().values(
+                version=version,
+                description=_describe(step),
+                applied_at=dt.datetime.now(dt.UTC),
+            )
+        )
+    return True
+
+
+def _lock(conn: Connection) -> None:
+    """SQLite holds the write lock already (BEGIN IMMEDIATE); PostgreSQL takes an advisory one."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+
+
+def _describe(step: Migration) -> str:
+    doc = (step.__doc__ or step.__name__).strip().splitlines()[0]
+    return doc[:200]

@@ -1,0 +1,825 @@
+"""The subscriber store: the only module with SQL in it (SQLAlchemy Core, one code path).
+
+SQLite by default (``var/newsletter.db``), PostgreSQL by URL. The schema upgrades itself
+on open (see :mod:`subscribers.schema`). Every write is one short transaction; a
+subscriber's row is locked (``SELECT ... FOR UPDATE`` on PostgreSQL, the database write
+lock on SQLite) before it changes, so concurrent signups of the same address are safe.
+
+For the send pipeline: :meth:`Store.eligible_recipients` streams ``(id, email, name)``
+in id order page by page, :meth:`Store.still_eligible` rechecks a batch just before it
+goes out, and :meth:`Store.suppress` / :meth:`Store.mark_status` record what webhooks say.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from pipeline.settings import Settings
+from subscribers import schema as s
+from subscribers.db import make_engine, normalise_url, writer
+from subscribers.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
+from subscribers.validation import clean_name, email_hash, email_key, normalise_email
+
+CONFIRMATION_CAP = 5  # confirmation emails per address per CONFIRMATION_WINDOW
+CONFIRMATION_WINDOW = dt.timedelta(hours=1)
+PENDING_EXPIRY = dt.timedelta(days=7)  # the confirm token's lifetime
+SUPPRESSION_STATUS = {"bounced": "bounced", "complained": "complained"}
+PAGE = 1000
+Clock = Callable[[], dt.datetime]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    """What a person agreed to and where: stored with every signup, confirmation, import."""
+
+    kind: str  # signup | confirm | import | admin | preferences
+    source: str  # form id ("article", "hosted"), "import:FILE", "cli"
+    wording: str = ""
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str
+    status: str
+    topics: tuple[str, ...]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    confirmed_at: dt.datetime | None = None
+    unsubscribed_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignupOutcome:
+    """``action``: new | resend | capped | already_active | suppressed.
+
+    ``send_confirmation`` is True when the caller should mail a fresh confirmation link.
+    """
+
+    subscriber_id: int | None
+    action: str
+    send_confirmation: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NewSubscriber:
+    """One row for :meth:`Store.add_many` (already validated)."""
+
+    email: str
+    name: str = ""
+    topics: tuple[str, ...] = ()
+    line: int = 0  # where it came from, for reports
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    row: NewSubscriber
+    outcome: str  # added | exists | suppressed
+    subscriber_id: int | None
+
+
+@dataclass(slots=True)
+class Stats:
+    total: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    active_by_topic: dict[str, int] = field(default_factory=dict)
+    suppressed: int = 0
+    pending_expired: int = 0
+    signups_7d: int = 0
+
+
+class Store:
+    """All reads and writes of subscribers, consent, suppressions and events."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        topics: Sequence[str] = ("updates", "offers"),
+        clock: Clock = utcnow,
+        auto_migrate: bool = True,
+    ) -> None:
+        self.url = normalise_url(url)
+        self.topics = tuple(topics)
+        self.engine = make_engine(url)
+        self._writer = writer(self.engine)
+        self._now = clock
+        if auto_migrate:
+            with self._errors():
+                s.migrate(self.engine)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> Store:
+        return cls(settings.database_url, topics=list(settings.topics), **kwargs)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- transactions -------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise DatabaseUnavailable(
+                f"the subscriber database is unavailable: {exc.orig or exc}",
+                hint=f"check NEWSLETTER_DATABASE_URL ({self.url.render_as_string()})",
+            ) from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._errors(), self._writer.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._errors(), self.engine.connect() as conn:
+            yield conn
+
+    # ---- reading ------------------------------------------------------------------
+
+    def get(self, subscriber_id: int) -> Subscriber | None:
+        with self._read() as conn:
+            return _load(conn, s.subscribers.c.id == subscriber_id)
+
+    def find(self, email: str) -> Subscriber | None:
+        with self._read() as conn:
+            return _load(conn, s.subscribers.c.email_hash == _hash_of(email))
+
+    def iter_subscribers(
+        self, *, status: str | None = None, topic: str | None = None, page_size: int = PAGE
+    ) -> Iterator[Subscriber]:
+        """Every subscriber (optionally of one status / topic), in id order, page by page."""
+        where = []
+        if status:
+            where.append(s.subscribers.c.status == _check_status(status))
+        if topic:
+            where.append(_has_topic(self._check_topic(topic)))
+        for page in self._pages(sa.and_(sa.true(), *where), page_size):
+            yield from page
+
+    def _pages(self, where: Any, page_size: int) -> Iterator[list[Subscriber]]:
+        after = 0
+        while True:
+            with self._read() as conn:
+                page = _load_many(conn, sa.and_(where, s.subscribers.c.id > after), page_size)
+            if not page:
+                return
+            yield page
+            after = page[-1].id
+
+    def consents_for(self, subscriber_id: int) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            return _consents(conn, [subscriber_id]).get(subscriber_id, [])
+
+    def events_for(self, subscriber_id: int) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            return _events(conn, [subscriber_id]).get(subscriber_id, [])
+
+    def export_records(self, *, email: str | None = None) -> Iterator[dict[str, Any]]:
+        """Everything held about each subscriber: fields, topics, consents, events."""
+        where = s.subscribers.c.email_hash == _hash_of(email) if email else sa.true()
+        for page in self._pages(where, 500):
+            ids = [sub.id for sub in page]
+            with self._read() as conn:
+                consent_map, event_map = _consents(conn, ids), _events(conn, ids)
+                suppressed = _suppressed_hashes(conn, [email_hash(x.email) for x in page])
+            for sub in page:
+                yield _export_record(sub, consent_map, event_map, suppressed)
+
+    def count(self, status: str | None = None) -> int:
+        query = sa.select(sa.func.count()).select_from(s.subscribers)
+        if status:
+            query = query.where(s.subscribers.c.status == _check_status(status))
+        with self._read() as conn:
+            return conn.execute(query).scalar_one()
+
+    def stats(self) -> Stats:
+        now = self._now()
+        with self._read() as conn:
+            return _stats(conn, self.topics, now)
+
+    def suppression_reason(self, email: str) -> str | None:
+        """Why an address is suppressed, or None when it is not."""
+        with self._read() as conn:
+            return _suppression_reason(conn, _hash_of(email))
+
+    # ---- signup, confirmation, unsubscribe, preferences ----------------------------
+
+    def signup(
+        self, email: str, name: str, topics: Sequence[str], consent: Consent
+    ) -> SignupOutcome:
+        """Record a form signup (double opt-in). Never reveals state to the caller's visitor."""
+        email, name = normalise_email(email), clean_name(name)
+        topics = self._check_topics(topics)
+        now = self._now()
+        with self._write() as conn:
+            digest = email_hash(email)
+            row = _lock_row(conn, s.subscribers.c.email_hash == digest)
+            if _suppression_reason(conn, digest):
+                _event(conn, row.id if row else None, "signup_suppressed", now, consent.source)
+                return SignupOutcome(row.id if row else None, "suppressed", False)
+            if row is None:
+                sid, created = _insert_subscriber(conn, email, name, "pending", now)
+                if created:
+                    return self._new_signup(conn, sid, topics, consent, now)
+                row = _lock_row(conn, s.subscribers.c.id == sid)
+            return self._repeat_signup(conn, row, name, topics, consent, now)
+
+    def _new_signup(
+        self, conn: Connection, sid: int, topics: Sequence[str], consent: Consent, now: dt.datetime
+    ) -> SignupOutcome:
+        _set_topics(conn, sid, topics)
+        _consent(conn, sid, consent, topics, now)
+        _event(conn, sid, "confirmation_sent", now, consent.source)
+        return SignupOutcome(sid, "new", True)
+
+    def _repeat_signup(
+        self,
+        conn: Connection,
+        row: Any,
+        name: str,
+        topics: Sequence[str],
+        consent: Consent,
+        now: dt.datetime,
+    ) -> SignupOutcome:
+        if row.status == "active":
+            _event(conn, row.id, "signup_repeat", now, consent.source)
+            return SignupOutcome(row.id, "already_active", False)
+        values: dict[str, Any] = {"status": "pending", "updated_at": now}
+        if name:
+            values["name"] = name
+        _update(conn, row.id, values)
+        _set_topics(conn, row.id, topics)
+        _consent(conn, row.id, consent, topics, now)
+        if _recent_events(conn, row.id, "confirmation_sent", now - CONFIRMATION_WINDOW) >= (
+            CONFIRMATION_CAP
+        ):
+            _event(conn, row.id, "confirmation_capped", now, consent.source)
+            return SignupOutcome(row.id, "capped", False)
+        _event(conn, row.id, "confirmation_sent", now, consent.source)
+        return SignupOutcome(row.id, "resend", True)
+
+    def confirm(self, subscriber_id: int, email: str, consent: Consent) -> tuple[Subscriber, bool]:
+        """Activate a pending subscriber from their confirmation link.
+
+        Returns ``(subscriber, changed)``; a repeated click changes nothing. Raises
+        NotFound for an unknown id or an address that no longer matches, Conflict when
+        the subscriber left (or was suppressed) after the link was sent.
+        """
+        now = self._now()
+        with self._write() as conn:
+            row = _lock_row(conn, s.subscribers.c.id == subscriber_id)
+            if row is None or email_key(row.email) != email_key(email):
+                raise NotFound("this confirmation link is not valid", hint="sign up again")
+            if row.status == "active":
+                return _load(conn, s.subscribers.c.id == row.id), False
+            if row.status != "pending" or _suppression_reason(conn, row.email_hash):
+                raise Conflict(
+                    "this confirmation link is no longer valid",
+                    hint="sign up again to get a fresh link",
+                )
+            _update(conn, row.id, {"status": "active", "confirmed_at": now, "updated_at": now})
+            topics = _topics(conn, [row.id]).get(row.id, ())
+            _consent(conn, row.id, consent, topics, now)
+            _event(conn, row.id, "confirmed", now, consent.source)
+            return _load(conn, s.subscribers.c.id == row.id), True
+
+    def unsubscribe(self, subscriber_id: int, *, source: str) -> Subscriber | None:
+        """Stop all mail to this subscriber at once. Idempotent; None for an unknown id."""
+        now = self._now()
+        with self._write() as conn:
+            row = _lock_row(conn, s.subscribers.c.id == subscriber_id)
+            if row is None:
+                return None
+            if row.status in ("active", "pending"):
+                values = {"status": "unsubscribed", "unsubscribed_at": now, "updated_at": now}
+                _update(conn, row.id, values)
+                _event(conn, row.id, "unsubscribed", now, source)
+            return _load(conn, s.subscribers.c.id == row.id)
+
+    def update_preferences(
+        self,
+        subscriber_id: int,
+        *,
+        topics: Sequence[str],
+        name: str | None = None,
+        consent: Consent,
+    ) -> Subscriber:
+        """Change topics (and name). No topics means unsubscribe; choosing topics again
+        after leaving resubscribes a confirmed, unsuppressed subscriber (explicitly, from
+        their own link), recording the consent."""
+        topics = self._check_topics(topics)
+        now = self._now()
+        with self._write() as conn:
+            row = _lock_row(conn, s.subscribers.c.id == subscriber_id)
+            if row is None:
+                raise NotFound("this link is not valid", hint="use the link from your latest email")
+            values: dict[str, Any] = {"updated_at": now}
+            if name is not None:
+                values["name"] = clean_name(name)
+            values.update(self._status_change(conn, row, topics, consent, now))
+            _update(conn, row.id, values)
+            if topics:
+                _set_topics(conn, row.id, topics)
+            _event(conn, row.id, "preferences", now, ",".join(topics) or "none")
+            return _load(conn, s.subscribers.c.id == row.id)
+
+    def _status_change(
+        self, conn: Connection, row: Any, topics: Sequence[str], consent: Consent, now: dt.datetime
+    ) -> dict[str, Any]:
+        if not topics:
+            if row.status in ("active", "pending"):
+                _event(conn, row.id, "unsubscribed", now, consent.source)
+                return {"status": "unsubscribed", "unsubscribed_at": now}
+            return {}
+        if row.status == "active" or row.confirmed_at is None or row.status == "pending":
+            return {}
+        if _suppression_reason(conn, row.email_hash):
+            raise Conflict(
+                "this address is blocked from our mailings",
+                hint="reply to any of our emails if you want to receive them again",
+            )
+        _consent(conn, row.id, consent, topics, now)
+        _event(conn, row.id, "resubscribed", now, consent.source)
+        return {"status": "active"}
+
+    # ---- administration -----------------------------------------------------------
+
+    def add_many(
+        self, rows: Sequence[NewSubscriber], *, confirmed: bool, consent: Consent
+    ) -> list[AddResult]:
+        """Add a batch in one transaction. Existing and suppressed addresses are left as
+        they are (an import never resubscribes anyone silently)."""
+        now = self._now()
+        with self._write() as conn:
+            existing = _existing_hashes(conn, [email_hash(r.email) for r in rows])
+            suppressed = _suppressed_hashes(conn, [email_hash(r.email) for r in rows])
+            results, fresh = _classify(rows, existing, suppressed)
+            if fresh:
+                ids = _insert_many(conn, fresh, "active" if confirmed else "pending", now)
+                self._attach_many(conn, fresh, ids, consent, now, confirmed)
+                results += [AddResult(r, "added", i) for r, i in zip(fresh, ids, strict=True)]
+        return sorted(results, key=lambda r: r.row.line)
+
+    def _attach_many(
+        self,
+        conn: Connection,
+        rows: Sequence[NewSubscriber],
+        ids: Sequence[int],
+        consent: Consent,
+        now: dt.datetime,
+        confirmed: bool,
+    ) -> None:
+        pairs = list(zip(rows, ids, strict=True))
+        topic_rows = [
+            {"subscriber_id": i, "topic": t} for r, i in pairs for t in self._check_topics(r.topics)
+        ]
+        if topic_rows:
+            conn.execute(s.subscriber_topics.insert(), topic_rows)
+        conn.execute(
+            s.consents.insert(),
+            [_consent_values(i, consent, self._check_topics(r.topics), now) for r, i in pairs],
+        )
+        kind = "added_confirmed" if confirmed else "added"
+        conn.execute(
+            s.events.insert(),
+            [
+                {"subscriber_id": i, "kind": kind, "detail": consent.source, "created_at": now}
+                for _, i in pairs
+            ],
+        )
+
+    def remove(self, email: str, *, erase: bool = False, source: str = "cli") -> bool:
+        """Unsubscribe an address, or with ``erase`` delete everything held about it
+        except a suppression hash. Returns whether the address was in the store."""
+        digest = _hash_of(email)
+        now = self._now()
+        with self._write() as conn:
+            row = _lock_row(conn, s.subscribers.c.email_hash == digest)
+            if not erase:
+                if row is not None and row.status in ("active", "pending"):
+                    values = {"status": "unsubscribed", "unsubscribed_at": now, "updated_at": now}
+                    _update(conn, row.id, values)
+                    _event(conn, row.id, "removed", now, source)
+                return row is not None
+            if row is not None:
+                conn.execute(s.subscribers.delete().where(s.subscribers.c.id == row.id))
+            _insert_suppression(conn, digest, "erased", source, now)
+            _event(conn, None, "erased", now, "")
+            return row is not None
+
+    # ---- the send pipeline's side -------------------------------------------------
+
+    def eligible_recipients(
+        self, topic: str, *, page_size: int = PAGE
+    ) -> Iterator[tuple[int, str, str]]:
+        """``(id, email, name)`` of every confirmed, active, unsuppressed subscriber of
+        ``topic``, in id order. Reads one page per short transaction (keyset paging), so
+        memory stays flat and no lock is held while the caller sends."""
+        where = _eligible(self._check_topic(topic))
+        cols = (s.subscribers.c.id, s.subscribers.c.email, s.subscribers.c.name)
+        after = 0
+        while True:
+            query = sa.select(*cols).where(where, s.subscribers.c.id > after)
+            with self._read() as conn:
+                page = conn.execute(query.order_by(s.subscribers.c.id).limit(page_size)).all()
+            yield from ((r.id, r.email, r.name) for r in page)
+            if len(page) < page_size:
+                return
+            after = page[-1].id
+
+    def still_eligible(self, ids: Iterable[int], topic: str) -> set[int]:
+        """Which of ``ids`` may still be mailed for ``topic`` right now."""
+        where = _eligible(self._check_topic(topic))
+        wanted = sorted(set(ids))
+        found: set[int] = set()
+        with self._read() as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                query = sa.select(s.subscribers.c.id).where(where, s.subscribers.c.id.in_(chunk))
+                found.update(conn.execute(query).scalars())
+        return found
+
+    def suppress(self, email: str, reason: str, *, source: str = "") -> bool:
+        """Never mail this address again (bounce, complaint, erasure, manual).
+
+        ``bounced`` and ``complained`` also set the subscriber's status. Idempotent;
+        returns True when the address was newly suppressed.
+        """
+        digest = _hash_of(email)
+        now = self._now()
+        with self._write() as conn:
+            added = _insert_suppression(conn, digest, reason[:32], source, now)
+            row = _lock_row(conn, s.subscribers.c.email_hash == digest)
+            if row is not None:
+                if reason in SUPPRESSION_STATUS and row.status != SUPPRESSION_STATUS[reason]:
+                    _update(conn, row.id, {"status": SUPPRESSION_STATUS[reason], "updated_at": now})
+                _event(conn, row.id, "suppressed", now, f"{reason} {source}".strip())
+            return added
+
+    def mark_status(self, subscriber: int | str, status: str, *, reason: str = "") -> bool:
+        """Set a subscriber's status by id or email. Returns False when nobody matched."""
+        status = _check_status(status)
+        now = self._now()
+        where = (
+            s.subscribers.c.id == subscriber
+            if isinstance(subscriber, int)
+            else s.subscribers.c.email_hash == _hash_of(subscriber)
+        )
+        with self._write() as conn:
+            row = _lock_row(conn, where)
+            if row is None:
+                return False
+            _update(conn, row.id, _status_values(row, status, now))
+            _event(conn, row.id, f"status_{status}", now, reason)
+            return True
+
+    def log_event(self, subscriber_id: int | None, kind: str, detail: str = "") -> None:
+        with self._write() as conn:
+            _event(conn, subscriber_id, kind, self._now(), detail)
+
+    # ---- checks -------------------------------------------------------------------
+
+    def _check_topic(self, topic: str) -> str:
+        if topic not in self.topics:
+            raise InvalidInput(
+                "topic", f"unknown topic {topic!r}", hint=f"known topics: {', '.join(self.topics)}"
+            )
+        return topic
+
+    def _check_topics(self, topics: Iterable[str]) -> tuple[str, ...]:
+        chosen = set(topics)
+        for topic in chosen:
+            self._check_topic(topic)
+        return tuple(t for t in self.topics if t in chosen)
+
+
+# ---- query helpers (module level: small, and all the SQL in one file) -----------------
+
+
+def _hash_of(email: str) -> str:
+    """Hash of an address as given by a person or a provider: normalised when valid."""
+    try:
+        return email_hash(normalise_email(email))
+    except InvalidInput:
+        return email_hash(email.strip())
+
+
+def _check_status(status: str) -> str:
+    if status not in s.STATUSES:
+        raise InvalidInput(
+            "status", f"unknown status {status!r}", hint=f"one of: {', '.join(s.STATUSES)}"
+        )
+    return status
+
+
+def _status_values(row: Any, status: str, now: dt.datetime) -> dict[str, Any]:
+    values: dict[str, Any] = {"status": status, "updated_at": now}
+    if status == "active" and row.confirmed_at is None:
+        values["confirmed_at"] = now
+    if status == "unsubscribed" and row.status != "unsubscribed":
+        values["unsubscribed_at"] = now
+    return values
+
+
+def _has_topic(topic: str) -> Any:
+    t = s.subscriber_topics
+    return sa.exists().where(t.c.subscriber_id == s.subscribers.c.id, t.c.topic == topic)
+
+
+def _eligible(topic: str) -> Any:
+    sup = s.suppressions
+    return sa.and_(
+        s.subscribers.c.status == "active",
+        s.subscribers.c.confirmed_at.is_not(None),
+        _has_topic(topic),
+        ~sa.exists().where(sup.c.email_hash == s.subscribers.c.email_hash),
+    )
+
+
+def _lock_row(conn: Connection, where: Any) -> Any:
+    """The subscriber row, locked for this transaction (a no-op clause on SQLite)."""
+    return conn.execute(sa.select(s.subscribers).where(where).with_for_update()).first()
+
+
+def _load(conn: Connection, where: Any) -> Subscriber | None:
+    found = _load_many(conn, where, 1)
+    return found[0] if found else None
+
+
+def _load_many(conn: Connection, where: Any, limit: int) -> list[Subscriber]:
+    query = sa.select(s.subscribers).where(where).order_by(s.subscribers.c.id).limit(limit)
+    rows = conn.execute(query).all()
+    topics = _topics(conn, [r.id for r in rows]) if rows else {}
+    return [_subscriber(r, topics.get(r.id, ())) for r in rows]
+
+
+def _subscriber(row: Any, topics: tuple[str, ...]) -> Subscriber:
+    return Subscriber(
+        id=row.id,
+        email=row.email,
+        name=row.name,
+        status=row.status,
+        topics=topics,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        confirmed_at=row.confirmed_at,
+        unsubscribed_at=row.unsubscribed_at,
+    )
+
+
+def _topics(conn: Connection, ids: Sequence[int]) -> dict[int, tuple[str, ...]]:
+    t = s.subscriber_topics
+    query = sa.select(t.c.subscriber_id, t.c.topic).where(t.c.subscriber_id.in_(ids))
+    found: dict[int, list[str]] = {}
+    for sid, topic in conn.execute(query.order_by(t.c.subscriber_id, t.c.topic)):
+        found.setdefault(sid, []).append(topic)
+    return {sid: tuple(topics) for sid, topics in found.items()}
+
+
+def _set_topics(conn: Connection, sid: int, topics: Sequence[str]) -> None:
+    t = s.subscriber_topics
+    conn.execute(t.delete().where(t.c.subscriber_id == sid))
+    if topics:
+        conn.execute(t.insert(), [{"subscriber_id": sid, "topic": topic} for topic in topics])
+
+
+def _insert_subscriber(
+    conn: Connection, email: str, name: str, status: str, now: dt.datetime
+) -> tuple[int, bool]:
+    """Insert a new row, or find the one a concurrent transaction just inserted.
+
+    Returns ``(id, created)``. The savepoint keeps a PostgreSQL transaction usable
+    after a unique-key conflict.
+    """
+    digest = email_hash(email)
+    values = {
+        "email": email,
+        "email_hash": digest,
+        "name": name,
+        "status": status,
+        "created_at": now,
+        "updated_at": now,
+    }
+    try:
+        with conn.begin_nested():
+            result = conn.execute(s.subscribers.insert().values(**values))
+        return result.inserted_primary_key[0], True
+    except sa.exc.IntegrityError:
+        query = sa.select(s.subscribers.c.id).where(s.subscribers.c.email_hash == digest)
+        return conn.execute(query).scalar_one(), False
+
+
+def _insert_many(
+    conn: Connection, rows: Sequence[NewSubscriber], status: str, now: dt.datetime
+) -> list[int]:
+    query = s.subscribers.insert().returning(s.subscribers.c.id, sort_by_parameter_order=True)
+    values = [
+        {
+            "email": r.email,
+            "email_hash": email_hash(r.email),
+            "name": r.name,
+            "status": status,
+            "created_at": now,
+            "updated_at": now,
+            "confirmed_at": now if status == "active" else None,
+        }
+        for r in rows
+    ]
+    return list(conn.execute(query, values).scalars())
+
+
+def _classify(
+    rows: Sequence[NewSubscriber], existing: set[str], suppressed: set[str]
+) -> tuple[list[AddResult], list[NewSubscriber]]:
+    results: list[AddResult] = []
+    fresh: list[NewSubscriber] = []
+    seen: set[str] = set()
+    for row in rows:
+        digest = email_hash(row.email)
+        if digest in suppressed:
+            results.append(AddResult(row, "suppressed", None))
+        elif digest in existing or digest in seen:
+            results.append(AddResult(row, "exists", None))
+        else:
+            seen.add(digest)
+            fresh.append(row)
+    return results, fresh
+
+
+def _update(conn: Connection, sid: int, values: dict[str, Any]) -> None:
+    conn.execute(s.subscribers.update().where(s.subscribers.c.id == sid).values(**values))
+
+
+def _consent_values(
+    sid: int, consent: Consent, topics: Sequence[str], now: dt.datetime
+) -> dict[str, Any]:
+    return {
+        "subscriber_id": sid,
+        "kind": consent.kind,
+        "source": consent.source[:200],
+        "topics": ",".join(topics),
+        "ip": (consent.ip or None) and consent.ip[:64],
+        "user_agent": (consent.user_agent or None) and consent.user_agent[:500],
+        "wording": consent.wording,
+        "created_at": now,
+    }
+
+
+def _consent(
+    conn: Connection, sid: int, consent: Consent, topics: Sequence[str], now: dt.datetime
+) -> None:
+    conn.execute(s.consents.insert().values(**_consent_values(sid, consent, topics, now)))
+
+
+def _event(conn: Connection, sid: int | None, kind: str, now: dt.datetime, detail: str) -> None:
+    values = {"subscriber_id": sid, "kind": kind, "detail": detail[:1000], "created_at": now}
+    conn.execute(s.events.insert().values(**values))
+
+
+def _recent_events(conn: Connection, sid: int, kind: str, since: dt.datetime) -> int:
+    e = s.events
+    query = sa.select(sa.func.count()).where(
+        e.c.subscriber_id == sid, e.c.kind == kind, e.c.created_at >= since
+    )
+    return conn.execute(query).scalar_one()
+
+
+def _suppression_reason(conn: Connection, digest: str) -> str | None:
+    query = sa.select(s.suppressions.c.reason).where(s.suppressions.c.email_hash == digest)
+    return conn.execute(query).scalar()
+
+
+def _insert_suppression(
+    conn: Connection, digest: str, reason: str, source: str, now: dt.datetime
+) -> bool:
+    if _suppression_reason(conn, digest) is not None:
+        return False
+    values = {"email_hash": digest, "reason": reason, "source": source[:200], "created_at": now}
+    try:
+        with conn.begin_nested():
+            conn.execute(s.suppressions.insert().values(**values))
+    except sa.exc.IntegrityError:  # suppressed concurrently: same outcome
+        return False
+    return True
+
+
+def _existing_hashes(conn: Connection, digests: Sequence[str]) -> set[str]:
+    col = s.subscribers.c.email_hash
+    return _hashes_in(conn, col, digests)
+
+
+def _suppressed_hashes(conn: Connection, digests: Sequence[str]) -> set[str]:
+    return _hashes_in(conn, s.suppressions.c.email_hash, digests)
+
+
+def _hashes_in(conn: Connection, col: Any, digests: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    unique = sorted(set(digests))
+    for start in range(0, len(unique), 500):
+        query = sa.select(col).where(col.in_(unique[start : start + 500]))
+        found.update(conn.execute(query).scalars())
+    return found
+
+
+def _consents(conn: Connection, ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    c = s.consents
+    query = sa.select(c).where(c.c.subscriber_id.in_(ids)).order_by(c.c.id)
+    found: dict[int, list[dict[str, Any]]] = {}
+    for row in conn.execute(query).mappings():
+        record = {k: row[k] for k in ("kind", "source", "topics", "ip", "user_agent", "wording")}
+        record["at"] = _iso(row["created_at"])
+        found.setdefault(row["subscriber_id"], []).append(record)
+    return found
+
+
+def _events(conn: Connection, ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    e = s.events
+    query = sa.select(e).where(e.c.subscriber_id.in_(ids)).order_by(e.c.id)
+    found: dict[int, list[dict[str, Any]]] = {}
+    for row in conn.execute(query):
+        record = {"kind": row.kind, "detail": row.detail, "at": _iso(row.created_at)}
+        found.setdefault(row.subscriber_id, []).append(record)
+    return found
+
+
+def _iso(value: dt.datetime | None) -> str:
+    return value.isoformat(timespec="seconds") if value else ""
+
+
+def _export_record(
+    sub: Subscriber,
+    consent_map: dict[int, list[dict[str, Any]]],
+    event_map: dict[int, list[dict[str, Any]]],
+    suppressed: set[str],
+) -> dict[str, Any]:
+    return {
+        "id": sub.id,
+        "email": sub.email,
+        "name": sub.name,
+        "status": sub.status,
+        "topics": list(sub.topics),
+        "created_at": _iso(sub.created_at),
+        "updated_at": _iso(sub.updated_at),
+        "confirmed_at": _iso(sub.confirmed_at),
+        "unsubscribed_at": _iso(sub.unsubscribed_at),
+        "suppressed": email_hash(sub.email) in suppressed,
+        "consents": consent_map.get(sub.id, []),
+        "events": event_map.get(sub.id, []),
+    }
+
+
+def _stats(conn: Connection, topics: Sequence[str], now: dt.datetime) -> Stats:
+    sub = s.subscribers
+    stats = Stats()
+    by_status = sa.select(sub.c.status, sa.func.count()).group_by(sub.c.status)
+    stats.by_status = {status: 0 for status in s.STATUSES}
+    stats.by_status.update({row[0]: row[1] for row in conn.execute(by_status)})
+    stats.total = sum(stats.by_status.values())
+    for topic in topics:
+        query = sa.select(sa.func.count()).select_from(sub).where(_eligible(topic))
+        stats.active_by_topic[topic] = conn.execute(query).scalar_one()
+    count = sa.select(sa.func.count())
+    stats.suppressed = conn.execute(count.select_from(s.suppressions)).scalar_one()
+    expired = sa.and_(sub.c.status == "pending", sub.c.updated_at < now - PENDING_EXPIRY)
+    stats.pending_expired = conn.execute(count.select_from(sub).where(expired)).scalar_one()
+    recent = sub.c.created_at >= now - dt.timedelta(days=7)
+    stats.signups_7d = conn.execute(count.select_from(sub).where(recent)).scalar_one()
+    return stats
+
+
+__all__ = [
+    "AddResult",
+    "Consent",
+    "NewSubscriber",
+    "SignupOutcome",
+    "Stats",
+    "Store",
+    "Subscriber",
+]
