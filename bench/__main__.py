@@ -1,7 +1,7 @@
 """Run all benchmarks (or those named on the command line) and print one table.
 
-    python -m bench            # everything
-    python -m bench render     # only bench/bench_render.py
+python -m bench            # everything
+python -m bench render     # only bench/bench_render.py
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from bench import Row
 
 
 def main(argv: list[str]) -> int:
-    names = sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_"))
+    names = sorted(
+        m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_")
+    )
     if argv:
         names = [n for n in names if n.removeprefix("bench_") in argv]
     rows: list[Row] = []

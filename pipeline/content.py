@@ -157,6 +157,8 @@ def parse_front_matter(path: Path, text: str) -> tuple[dict[str, Any], dict[str,
             values[key] = loader.construct_object(value_node, deep=True)
         except yaml.YAMLError as exc:
             raise ContentError(str(path), line, f"{key}: {exc}") from exc
+        except ValueError:  # e.g. an impossible date: let the field's processor judge it
+            values[key] = str(value_node.value)
         lines[key] = line
     return values, lines
 
@@ -216,9 +218,7 @@ def _process(path: Path, raw: dict[str, Any], lines: dict[str, int]) -> dict[str
     return values
 
 
-def _require(
-    path: Path, values: dict[str, Any], lines: dict[str, int], settings: Settings
-) -> None:
+def _require(path: Path, values: dict[str, Any], lines: dict[str, int], settings: Settings) -> None:
     for key in REQUIRED:
         if key not in values:
             raise ContentError(str(path), 1, f"{key}: required field is missing")

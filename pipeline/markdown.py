@@ -291,8 +291,10 @@ def _text_item(item: Node, indent: str, marker: str) -> str:
         if _is_inline(child):
             continue
         first = not parts
-        text = _text_block(child, inner) if child.kind != "Paragraph" else _wrap(
-            _text_inline(child.children), indent + marker if first else inner, inner
+        text = (
+            _text_block(child, inner)
+            if child.kind != "Paragraph"
+            else _wrap(_text_inline(child.children), indent + marker if first else inner, inner)
         )
         parts.append(text)
     return "\n".join(parts)

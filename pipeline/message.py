@@ -13,7 +13,6 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formataddr, formatdate
 
-
 # Structured headers such as List-Unsubscribe hold URLs longer than 78 characters; the
 # default policy would RFC 2047-encode them while folding, which breaks one-click
 # unsubscribe. Fold only at the hard 998 limit; bodies are quoted-printable (7-bit safe).

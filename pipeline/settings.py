@@ -189,9 +189,7 @@ def _validate(raw: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
             value = given.get(key, default)
             if not isinstance(value, kind) or isinstance(value, bool):
                 expected = kind.__name__ if isinstance(kind, type) else "number"
-                raise ConfigError(
-                    f"{where}: {section}.{key} must be a {expected}, got {value!r}"
-                )
+                raise ConfigError(f"{where}: {section}.{key} must be a {expected}, got {value!r}")
             values[section][key] = value
     for section in raw:
         if section not in SCHEMA and section != "topics":

@@ -1,0 +1,46 @@
+"""Every command has help with an example, and the README documents it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def all_commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    found = []
+    for name, command in sorted(group.commands.items()):
+        full = f"{prefix}{name}"
+        found.append((full, command))
+        if isinstance(command, click.Group):
+            found += all_commands(command, f"{full} ")
+    return found
+
+
+COMMANDS = all_commands(cli)
+
+
+@pytest.mark.parametrize(("name", "command"), COMMANDS, ids=[n for n, _ in COMMANDS])
+def test_command_has_help_with_example(name: str, command: click.Command) -> None:
+    result = CliRunner().invoke(cli, [*name.split(), "--help"])
+    assert result.exit_code == 0
+    assert command.help and len(command.help) > 20
+    assert "Example" in result.output, f"`newsletter {name} --help` shows no example"
+
+
+@pytest.mark.parametrize(("name", "command"), COMMANDS, ids=[n for n, _ in COMMANDS])
+def test_command_is_in_readme(name: str, command: click.Command) -> None:
+    assert f"newsletter {name}" in README, f"README does not mention `newsletter {name}`"
+
+
+def test_make_targets_in_readme_exist() -> None:
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    for target in ("test", "lint", "bench", "preview"):
+        assert f"make {target}" in README
+        assert f"\n{target}:" in makefile
