@@ -1,0 +1,238 @@
+"""Mailgun: ``POST /v3/{domain}/messages``, multipart form, basic auth ``api:KEY``.
+
+A batch is one request with up to 1000 ``to`` fields and ``recipient-variables``:
+with them Mailgun sends each recipient their own message (without them every
+recipient would see the whole To list). The shared body is recovered with
+:mod:`pipeline.providers.merge`; personal parts, per-recipient headers
+(``h:List-Unsubscribe: %recipient.h0%``) and our Message-ID (``v:message_id``, for
+webhooks) are recipient variables. Mailgun answers one id for the whole batch.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from pipeline.errors import ConfigError
+from pipeline.message import Message
+from pipeline.providers.base import SendResult, Status, in_order, send_in_parts
+from pipeline.providers.http import HttpProvider, retry_policy
+from pipeline.providers.merge import Template, factor, group_by, unique_by
+from pipeline.providers.retry import Sleep
+from pipeline.settings import Settings
+
+SECRET = "MAILGUN_API_KEY"
+HOSTS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
+RESERVED = "%recipient."
+VARIABLES_LIMIT = 10_000  # bytes of personal body parts per recipient before splitting
+
+# HTTP status -> our status, for a refusal about the recipient (a bad To address).
+STATUS_BY_CODE: dict[int, Status] = {400: Status.INVALID}
+RECIPIENT_ERROR = re.compile(
+    r"'?to'? parameter is not a valid address|invalid recipient|recipient address", re.IGNORECASE
+)
+
+# HTTP status -> what to fix, for refusals about the account or the request.
+ACCOUNT_ERRORS: dict[int, str] = {
+    401: f"check {SECRET}: it must be a Mailgun private API key for this region",
+    403: "Mailgun refused to send for this domain: a sandbox domain only mails authorized"
+    " recipients, and a disabled domain or account must be re-enabled in Mailgun",
+    404: "check provider.mailgun_domain and provider.mailgun_region (us or eu)",
+    413: "the request is too large (25 MB at most): lower send.batch_size",
+}
+
+
+class MailgunProvider(HttpProvider):
+    name = "mailgun"
+    max_batch = 1000
+    default_base_url = HOSTS["us"]
+    auth_hint = ACCOUNT_ERRORS[401]
+
+    def __init__(self, *, api_key: str, domain: str, **http: Any) -> None:
+        super().__init__(secrets=(api_key,), **http)
+        self._api_key = api_key
+        self.domain = domain
+        self.path = f"/v3/{quote(domain, safe='')}/messages"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, sleep: Sleep | None = None) -> MailgunProvider:
+        api_key = settings.secret(SECRET, needed_for="provider mailgun")
+        options = settings.provider_options
+        domain = str(options.get("mailgun_domain") or "").strip()
+        if not domain or "/" in domain:
+            raise ConfigError(
+                "provider mailgun needs provider.mailgun_domain in newsletter.toml",
+                hint='[provider] mailgun_domain = "mg.example.com" (your sending domain)',
+            )
+        region = str(options.get("mailgun_region") or "us").lower()
+        if region not in HOSTS:
+            raise ConfigError(
+                f"provider.mailgun_region must be us or eu, got {region!r}",
+                hint='[provider] mailgun_region = "eu" for domains in the EU region',
+            )
+        return cls(
+            api_key=api_key,
+            domain=domain,
+            base_url=cls.base_url_from(settings, HOSTS[region]),
+            timeout=options.get("timeout", 15.0),
+            retry=retry_policy(settings, sleep),
+        )
+
+    def request_auth(self) -> tuple[str, str]:
+        return ("api", self._api_key)
+
+    def __repr__(self) -> str:
+        return f"<MailgunProvider {self.domain} {self.base_url}>"
+
+    # -- planning the requests ---------------------------------------------------------
+
+    def send_batch(self, messages: Sequence[Message]) -> list[SendResult]:
+        self.check_batch(messages)
+        parts = [
+            part
+            for group in group_by(messages, _shared_fields)
+            for part in unique_by(group, lambda m: m.to_email.lower())  # one variables entry each
+        ]
+        return in_order(messages, send_in_parts(parts, self._send_merged))
+
+    def _send_merged(self, messages: Sequence[Message]) -> list[SendResult]:
+        templates = self.templates(messages)
+        if templates is None:
+            groups = group_by(messages, lambda m: (m.text, m.html))
+            return send_in_parts(groups, self._send_same_body)
+        return self._send(messages, *templates)
+
+    def _send_same_body(self, messages: Sequence[Message]) -> list[SendResult]:
+        empty: list[tuple[str, ...]] = [() for _ in messages]
+        first = messages[0]
+        return self._send(
+            messages, Template(first.text, (), empty), Template(first.html, (), empty)
+        )
+
+    def templates(self, messages: Sequence[Message]) -> tuple[Template, Template] | None:
+        text = factor([m.text for m in messages], "\n", _marker("t"), reserved=RESERVED)
+        html = factor([m.html for m in messages], ">", _marker("b"), reserved=RESERVED)
+        if text is None or html is None:
+            return None
+        for index in range(len(messages)):
+            if text.value_bytes(index) + html.value_bytes(index) > VARIABLES_LIMIT:
+                return None
+        return text, html
+
+    # -- one request -----------------------------------------------------------------
+
+    def _send(
+        self, messages: Sequence[Message], text: Template, html: Template
+    ) -> list[SendResult]:
+        fields = self.fields(messages, text, html)
+        files = [(name, (None, value.encode("utf-8"))) for name, value in fields]
+        response = self.post(self.path, files=files)
+        return self.parse(response, messages)
+
+    def fields(
+        self, messages: Sequence[Message], text: Template, html: Template
+    ) -> list[tuple[str, str]]:
+        """The form fields of one batch, in order (``to`` repeats)."""
+        first = messages[0]
+        variables: dict[str, dict[str, str]] = {m.to_email: {} for m in messages}
+        for template in (text, html):
+            for i, m in enumerate(messages):
+                variables[m.to_email].update(zip(_names(template), template.values[i], strict=True))
+        fields = [("from", first.from_addr), *(("to", m.to) for m in messages)]
+        fields.append(
+            (
+                "subject",
+                _per_recipient("subject", [m.subject for m in messages], messages, variables),
+            )
+        )
+        fields += [("text", text.text), ("html", html.text)]
+        for m in messages:
+            variables[m.to_email]["message_id"] = m.message_id
+        fields.append(("h:Message-Id", f"{RESERVED}message_id%"))
+        if first.reply_to:
+            fields.append(("h:Reply-To", first.reply_to))
+        for k, header in enumerate(first.headers):
+            values = [m.headers[header] for m in messages]
+            fields.append((f"h:{header}", _per_recipient(f"h{k}", values, messages, variables)))
+        fields.append(("v:message_id", f"{RESERVED}message_id%"))
+        for k, key in enumerate(first.metadata):
+            values = [m.metadata[key] for m in messages]
+            fields.append((f"v:{key}", _per_recipient(f"v{k}", values, messages, variables)))
+        if first.tag:
+            fields.append(("o:tag", first.tag))
+        fields.append(("recipient-variables", json.dumps(variables, ensure_ascii=False)))
+        return fields
+
+    # -- reply -----------------------------------------------------------------------
+
+    def parse(self, response: requests.Response, messages: Sequence[Message]) -> list[SendResult]:
+        status = response.status_code
+        if status == 200:
+            return self.parse_ok(response, messages)
+        if status == 400 and RECIPIENT_ERROR.search(self.reason(response)):
+            return self.split_invalid(response, messages)
+        if status == 400:
+            raise self.refuse(
+                response, "Mailgun refused the request", hint="fix what Mailgun names"
+            )
+        if status in ACCOUNT_ERRORS:
+            raise self.refuse(response, "Mailgun refused the request", hint=ACCOUNT_ERRORS[status])
+        raise self.unexpected(response)
+
+    def parse_ok(
+        self, response: requests.Response, messages: Sequence[Message]
+    ) -> list[SendResult]:
+        if "Mailgun Magnificent API" in response.text:  # Mailgun's answer to a wrong URL
+            raise self.refuse(
+                response,
+                "not a Mailgun send endpoint",
+                hint="check provider.mailgun_domain and provider.api_base_url",
+                reason=response.url or "",
+            )
+        data = self.json(response)
+        if not isinstance(data, dict) or not str(data.get("message", "")).startswith("Queued"):
+            raise self.refuse(response, "unrecognised Mailgun reply")
+        batch_id = str(data.get("id", ""))
+        return [SendResult(m.message_id, m.to_email, Status.QUEUED, batch_id) for m in messages]
+
+    def split_invalid(
+        self, response: requests.Response, messages: Sequence[Message]
+    ) -> list[SendResult]:
+        """Mailgun refuses a whole batch for one bad address: halve it to find which."""
+        if len(messages) == 1:
+            m = messages[0]
+            return [
+                SendResult(
+                    m.message_id, m.to_email, STATUS_BY_CODE[400], reason=self.reason(response)
+                )
+            ]
+        half = len(messages) // 2
+        return send_in_parts([messages[:half], messages[half:]], self._send_merged)
+
+
+def _shared_fields(m: Message) -> tuple[Any, ...]:
+    return (m.from_addr, m.reply_to, m.tag, tuple(m.headers), tuple(m.metadata))
+
+
+def _marker(prefix: str) -> Any:
+    return lambda k: f"{RESERVED}{prefix}{k}%"
+
+
+def _names(template: Template) -> list[str]:
+    return [marker[len(RESERVED) : -1] for marker in template.markers]
+
+
+def _per_recipient(
+    name: str, values: list[str], messages: Sequence[Message], variables: dict[str, dict[str, str]]
+) -> str:
+    """The field value: literal when everyone has the same, else a recipient variable."""
+    if all(value == values[0] for value in values):
+        return values[0]
+    for m, value in zip(messages, values, strict=True):
+        variables[m.to_email][name] = value
+    return f"{RESERVED}{name}%"
