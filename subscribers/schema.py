@@ -150,11 +150,60 @@ def _events_table(md: sa.MetaData) -> sa.Table:
     )
 
 
+def _campaigns_table(md: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "campaigns",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("slug", sa.String(200), nullable=False),
+        sa.Column("topic", sa.String(64), nullable=False),
+        sa.Column("subject", sa.Text, nullable=False),
+        sa.Column("content_hash", sa.String(64), nullable=False),
+        sa.Column("provider", sa.String(32), nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+        sa.UniqueConstraint("slug", "topic", name="uq_campaigns_slug_topic"),
+    )
+
+
+def _deliveries_table(md: sa.MetaData) -> sa.Table:
+    """The per-recipient ledger: one row per campaign and subscriber, ever."""
+    return sa.Table(
+        "deliveries",
+        md,
+        sa.Column(
+            "campaign_id",
+            sa.Integer,
+            sa.ForeignKey("campaigns.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column(
+            "subscriber_id",
+            sa.Integer,
+            sa.ForeignKey("subscribers.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        # pending -> inflight -> sent | failed | retry | skipped
+        sa.Column("status", sa.String(12), nullable=False),
+        sa.Column("claim", sa.String(36)),  # the batch a worker took, before calling out
+        sa.Column("claimed_at", UTCDateTime),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("provider_id", sa.String(200), nullable=False, server_default=""),
+        sa.Column("reason", sa.Text, nullable=False, server_default=""),
+        sa.Column("added_at", UTCDateTime, nullable=False),
+        sa.Column("sent_at", UTCDateTime),
+        sa.Index("ix_deliveries_queue", "campaign_id", "status", "subscriber_id"),
+        sa.Index("ix_deliveries_claim", "claim"),
+    )
+
+
 subscribers = _subscribers_table(metadata)
 subscriber_topics = _topics_table(metadata)
 consents = _consents_table(metadata)
 suppressions = _suppressions_table(metadata)
 events = _events_table(metadata)
+campaigns = _campaigns_table(metadata)
+deliveries = _deliveries_table(metadata)
 
 
 # ---------------------------------------------------------------------------------------
@@ -176,7 +225,18 @@ def _001_initial(conn: Connection) -> None:
 
 
 Migration = Callable[[Connection], None]
-MIGRATIONS: list[Migration] = [_001_initial]
+
+
+def _002_send_ledger(conn: Connection) -> None:
+    """campaigns and the per-recipient delivery ledger"""
+    md = sa.MetaData()
+    # Foreign keys need the referenced table in the same MetaData.
+    sa.Table("subscribers", md, sa.Column("id", sa.Integer, primary_key=True))
+    _campaigns_table(md).create(conn)
+    _deliveries_table(md).create(conn)
+
+
+MIGRATIONS: list[Migration] = [_001_initial, _002_send_ledger]
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:

@@ -163,6 +163,11 @@ class Store:
 
     # ---- reading ------------------------------------------------------------------
 
+    def ping(self) -> None:
+        """Raise DatabaseUnavailable unless the database answers."""
+        with self._read() as conn:
+            conn.execute(sa.select(1))
+
     def get(self, subscriber_id: int) -> Subscriber | None:
         with self._read() as conn:
             return _load(conn, s.subscribers.c.id == subscriber_id)

@@ -1,0 +1,306 @@
+"""The send ledger: campaigns and one delivery row per campaign and subscriber.
+
+The exactly-once protocol, in the order a worker runs it:
+
+1. ``open_campaign`` creates the campaign and snapshots its audience in one transaction
+   (rows ``pending``); ``snapshot`` later adds only those not yet in the ledger
+   (``--include-new``), so nobody is added twice.
+2. ``claim`` marks a batch ``inflight`` under a fresh claim id and commits *before* the
+   provider is called. On PostgreSQL the claim skips rows other workers hold
+   (``FOR UPDATE SKIP LOCKED``); SQLite serialises claimers with ``BEGIN IMMEDIATE``.
+3. ``record`` writes each recipient's outcome, guarded by the claim id.
+
+A crash between 2 and 3 leaves that one batch ``inflight``; ``recover`` hands it back
+whole (same members, hence the same Message-IDs and Resend idempotency key) once its
+lease has expired. Everything else is either ``pending`` (never sent) or final.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from subscribers import schema as s
+from subscribers.store import Store, _eligible
+
+d = s.deliveries
+c = s.campaigns
+FINAL = ("sent", "failed", "skipped")
+UNFINISHED = ("pending", "inflight", "retry")
+
+
+@dataclass(frozen=True)
+class Campaign:
+    id: int
+    slug: str
+    topic: str
+    subject: str
+    content_hash: str
+    provider: str
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A batch this worker owns: ``(subscriber_id, email, name)`` rows in id order."""
+
+    claim: str
+    rows: list[tuple[int, str, str]]
+
+
+class Ledger:
+    """All SQL of campaigns and deliveries; shares the store's engine."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # ---- campaigns ------------------------------------------------------------------
+
+    def campaign(self, slug: str, topic: str) -> Campaign | None:
+        with self.store._read() as conn:
+            row = conn.execute(sa.select(c).where(c.c.slug == slug, c.c.topic == topic)).first()
+        return _campaign(row) if row else None
+
+    def campaigns(self) -> list[tuple[Campaign, dict[str, int]]]:
+        with self.store._read() as conn:
+            rows = conn.execute(sa.select(c).order_by(c.c.created_at, c.c.id)).all()
+            counts = _counts(conn, None)
+        return [(_campaign(r), counts.get(r.id, {})) for r in rows]
+
+    def open_campaign(
+        self, *, slug: str, topic: str, subject: str, content_hash: str, provider: str
+    ) -> tuple[Campaign, bool]:
+        """The campaign for (slug, topic), created with its audience snapshot if new."""
+        existing = self.campaign(slug, topic)
+        if existing:
+            return existing, False
+        now = self.store._now()
+        values = dict(
+            slug=slug,
+            topic=topic,
+            subject=subject,
+            content_hash=content_hash,
+            provider=provider,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            with self.store._write() as conn:
+                cid = conn.execute(sa.insert(c).values(**values).returning(c.c.id)).scalar_one()
+                _snapshot(conn, cid, topic, now)
+        except sa.exc.IntegrityError:  # another worker created it first
+            found = self.campaign(slug, topic)
+            assert found is not None
+            return found, False
+        found = self.campaign(slug, topic)
+        assert found is not None
+        return found, True
+
+    def snapshot(self, campaign: Campaign) -> int:
+        """Add subscribers who became eligible since; returns how many were added."""
+        with self.store._write() as conn:
+            return _snapshot(conn, campaign.id, campaign.topic, self.store._now())
+
+    # ---- the send loop --------------------------------------------------------------
+
+    def claim(self, campaign_id: int, limit: int) -> Claimed | None:
+        """Take up to ``limit`` pending recipients as one batch, committed before sending."""
+        claim = uuid.uuid4().hex
+        pick = (
+            sa.select(d.c.subscriber_id)
+            .where(d.c.campaign_id == campaign_id, d.c.status == "pending")
+            .order_by(d.c.subscriber_id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        with self.store._write() as conn:
+            conn.execute(
+                sa.update(d)
+                .where(
+                    d.c.campaign_id == campaign_id, d.c.subscriber_id.in_(pick.scalar_subquery())
+                )
+                .values(
+                    status="inflight",
+                    claim=claim,
+                    claimed_at=self.store._now(),
+                    attempts=d.c.attempts + 1,
+                )
+            )
+            rows = _claimed_rows(conn, campaign_id, claim)
+        return Claimed(claim, rows) if rows else None
+
+    def recover(self, campaign_id: int, *, older_than: dt.timedelta) -> list[Claimed]:
+        """In-flight batches whose worker stopped (lease expired), taken over whole."""
+        cutoff = self.store._now() - older_than
+        with self.store._write() as conn:
+            stale = (
+                conn.execute(
+                    sa.select(d.c.claim)
+                    .where(
+                        d.c.campaign_id == campaign_id,
+                        d.c.status == "inflight",
+                        d.c.claimed_at <= cutoff,
+                    )
+                    .group_by(d.c.claim)
+                )
+                .scalars()
+                .all()
+            )
+            batches = []
+            for claim in stale:
+                conn.execute(
+                    sa.update(d)
+                    .where(
+                        d.c.campaign_id == campaign_id, d.c.claim == claim, d.c.status == "inflight"
+                    )
+                    .values(claimed_at=self.store._now(), attempts=d.c.attempts + 1)
+                )
+                rows = _claimed_rows(conn, campaign_id, claim)
+                if rows:
+                    batches.append(Claimed(claim, rows))
+        return batches
+
+    def record(self, campaign_id: int, claim: str, outcomes: Sequence[Any]) -> None:
+        """Write each outcome (``pipeline.send.Outcome``); rows no longer held by ``claim``
+        are left alone."""
+        if not outcomes:
+            return
+        now = self.store._now()
+        stmt = (
+            sa.update(d)
+            .where(
+                d.c.campaign_id == campaign_id,
+                d.c.claim == claim,
+                d.c.subscriber_id == sa.bindparam("b_sid"),
+            )
+            .values(
+                status=sa.bindparam("b_status"),
+                provider_id=sa.bindparam("b_pid"),
+                reason=sa.bindparam("b_reason"),
+                sent_at=sa.bindparam("b_sent"),
+            )
+        )
+        params = [
+            {
+                "b_sid": o.subscriber_id,
+                "b_status": o.status,
+                "b_pid": o.provider_id[:200],
+                "b_reason": o.reason[:2000],
+                "b_sent": now if o.status == "sent" else None,
+            }
+            for o in outcomes
+        ]
+        with self.store._write() as conn:
+            conn.execute(stmt, params)
+
+    def release(self, campaign_id: int, claim: str) -> None:
+        """Give a batch back (the provider refused the whole request before sending)."""
+        with self.store._write() as conn:
+            conn.execute(
+                sa.update(d)
+                .where(d.c.campaign_id == campaign_id, d.c.claim == claim, d.c.status == "inflight")
+                .values(status="pending", claim=None, claimed_at=None)
+            )
+
+    def requeue_retries(self, campaign_id: int) -> int:
+        """Recipients whose failure was temporary go back in the queue for this run."""
+        with self.store._write() as conn:
+            result = conn.execute(
+                sa.update(d)
+                .where(d.c.campaign_id == campaign_id, d.c.status == "retry")
+                .values(status="pending", claim=None, claimed_at=None)
+            )
+        return result.rowcount or 0
+
+    def still_eligible(self, ids: Iterable[int], topic: str) -> set[int]:
+        return self.store.still_eligible(ids, topic)
+
+    def suppress(self, email: str, reason: str, source: str) -> None:
+        self.store.suppress(email, reason, source=source)
+
+    # ---- reports --------------------------------------------------------------------
+
+    def counts(self, campaign_id: int) -> dict[str, int]:
+        with self.store._read() as conn:
+            return _counts(conn, campaign_id).get(campaign_id, {})
+
+    def failures(self, campaign_id: int, limit: int = 50) -> list[tuple[str, str, str]]:
+        """``(email, status, reason)`` of recipients not sent, failures first."""
+        query = (
+            sa.select(s.subscribers.c.email, d.c.status, d.c.reason)
+            .join(s.subscribers, s.subscribers.c.id == d.c.subscriber_id)
+            .where(d.c.campaign_id == campaign_id, d.c.status.in_(("failed", "retry", "skipped")))
+            .order_by(d.c.status, d.c.subscriber_id)
+            .limit(limit)
+        )
+        with self.store._read() as conn:
+            return [(r.email, r.status, r.reason) for r in conn.execute(query)]
+
+    def failure_reasons(self, campaign_id: int) -> Counter[str]:
+        query = (
+            sa.select(d.c.reason, sa.func.count())
+            .where(d.c.campaign_id == campaign_id, d.c.status.in_(("failed", "retry", "skipped")))
+            .group_by(d.c.reason)
+        )
+        with self.store._read() as conn:
+            return Counter({r[0] or "unknown": r[1] for r in conn.execute(query)})
+
+
+def _snapshot(conn: sa.Connection, campaign_id: int, topic: str, now: dt.datetime) -> int:
+    sub = s.subscribers
+    already = sa.exists().where(d.c.campaign_id == campaign_id, d.c.subscriber_id == sub.c.id)
+    select = sa.select(
+        sa.literal(campaign_id),
+        sub.c.id,
+        sa.literal("pending"),
+        sa.literal(now, s.UTCDateTime),
+        sa.literal(0),
+        sa.literal(""),
+        sa.literal(""),
+    ).where(_eligible(topic), ~already)
+    cols = [
+        "campaign_id",
+        "subscriber_id",
+        "status",
+        "added_at",
+        "attempts",
+        "provider_id",
+        "reason",
+    ]
+    result = conn.execute(sa.insert(d).from_select(cols, select))
+    return result.rowcount or 0
+
+
+def _claimed_rows(conn: sa.Connection, campaign_id: int, claim: str) -> list[tuple[int, str, str]]:
+    sub = s.subscribers
+    query = (
+        sa.select(sub.c.id, sub.c.email, sub.c.name)
+        .join(d, d.c.subscriber_id == sub.c.id)
+        .where(d.c.campaign_id == campaign_id, d.c.claim == claim, d.c.status == "inflight")
+        .order_by(sub.c.id)
+    )
+    return [(r.id, r.email, r.name) for r in conn.execute(query)]
+
+
+def _counts(conn: sa.Connection, campaign_id: int | None) -> dict[int, dict[str, int]]:
+    query = sa.select(d.c.campaign_id, d.c.status, sa.func.count()).group_by(
+        d.c.campaign_id, d.c.status
+    )
+    if campaign_id is not None:
+        query = query.where(d.c.campaign_id == campaign_id)
+    found: dict[int, dict[str, int]] = {}
+    for cid, status, n in conn.execute(query):
+        found.setdefault(cid, {})[status] = n
+    return found
+
+
+def _campaign(row: sa.Row) -> Campaign:
+    return Campaign(
+        row.id, row.slug, row.topic, row.subject, row.content_hash, row.provider, row.created_at
+    )

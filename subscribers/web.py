@@ -1,0 +1,416 @@
+"""The web app: signup form, double opt-in, one-click unsubscribe, preferences.
+
+A thin layer in the style of Flask's tutorial: ``create_app`` wires settings, the store
+and the confirmation sender; each view validates its input, calls the store, renders.
+
+CSRF, route by route:
+
+* ``POST /subscribe`` takes no CSRF token: the form is static HTML pasted into the
+  author's site (another origin), so it cannot carry one. A forged signup can only make
+  us send a confirmation email (double opt-in), and rate limits, the honeypot and the
+  per-address cap on confirmation emails bound that.
+* ``POST /unsubscribe/<token>`` takes none by RFC 8058: mail clients post
+  ``List-Unsubscribe=One-Click`` with no page in between. The signed, unguessable
+  subscriber token in the URL is what an attacker lacks.
+* ``POST /preferences/<token>`` changes what a person receives and can resubscribe them,
+  so its form also carries a signed, expiring CSRF token bound to the subscriber.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from jinja2 import StrictUndefined
+from werkzeug.exceptions import HTTPException, TooManyRequests
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from pipeline.errors import PipelineError, ProviderError
+from pipeline.providers.base import Provider
+from pipeline.settings import Settings, load_settings
+from subscribers.confirmation import ConfirmationSender, Links
+from subscribers.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
+from subscribers.forms import DEFAULT_FORM, FORMS, form_context, safe_next, site_origin
+from subscribers.ratelimit import RateLimiter
+from subscribers.store import Consent, Store
+from subscribers.tokens import TokenError, read_confirm_token, read_subscriber_token
+from subscribers.validation import clean_name, normalise_email, parse_topics
+from subscribers.webinput import Body, read_body
+
+log = logging.getLogger(__name__)
+MAX_BODY = 16 * 1024
+MAX_TOKEN = 400
+CSRF_MAX_AGE = 24 * 3600
+HONEYPOT = "website"
+THANKS = "Almost done: check your inbox for an email with a link to confirm your subscription."
+
+bp = Blueprint("web", __name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    links: Links
+    sender: ConfirmationSender
+    limiter: RateLimiter
+    secret_key: str
+
+
+def create_app(settings: Settings | None = None, *, provider: Provider | None = None) -> Flask:
+    """The Flask app. ``provider`` replaces the configured email provider (tests)."""
+    settings = settings or load_settings()
+    secret = settings.secret_key()
+    app = Flask(__name__, template_folder=str(settings.templates_dir / "web"), static_folder=None)
+    app.config.update(SECRET_KEY=secret, MAX_CONTENT_LENGTH=MAX_BODY, MAX_FORM_MEMORY_SIZE=MAX_BODY)
+    app.jinja_env.undefined = StrictUndefined
+    store = Store.from_settings(settings)
+    links = Links(settings, secret)
+    app.extensions["newsletter"] = Services(
+        settings=settings,
+        store=store,
+        links=links,
+        sender=ConfirmationSender(settings, store, links, provider),
+        limiter=RateLimiter.from_env(settings.env),
+        secret_key=secret,
+    )
+    app.context_processor(lambda: {"site_name": settings.site_name, "site_url": settings.site_url})
+    _trust_proxies(app, settings)
+    app.register_blueprint(bp)
+    _register_error_handlers(app)
+    app.after_request(_headers)
+    return app
+
+
+def _trust_proxies(app: Flask, settings: Settings) -> None:
+    """Behind nginx & co, NEWSLETTER_TRUSTED_PROXIES=1 makes the client IP the real one."""
+    count = settings.env.get("NEWSLETTER_TRUSTED_PROXIES", "0").strip() or "0"
+    if not count.isdigit():
+        raise PipelineError(f"NEWSLETTER_TRUSTED_PROXIES={count!r} must be a number")
+    if int(count):
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=int(count), x_proto=int(count))  # type: ignore[method-assign]
+
+
+def services() -> Services:
+    return current_app.extensions["newsletter"]
+
+
+# ---- views ---------------------------------------------------------------------------
+
+
+@bp.get("/healthz")
+def healthz() -> Any:
+    services().store.ping()
+    return {"status": "ok"}
+
+
+@bp.get("/subscribe")
+def subscribe_page() -> Any:
+    sv = services()
+    next_url = safe_next(request.args.get("next"), sv.settings)
+    return render_template("subscribe.html", **form_context(sv.settings, "hosted", next_url))
+
+
+@bp.post("/subscribe")
+def subscribe() -> Any:
+    sv = services()
+    _rate_limit(sv)
+    body = read_body(request)
+    if body.get(HONEYPOT):
+        return _signup_reply(body, None)  # a bot: look like success, store nothing
+    try:
+        form = _signup_form(body, sv.settings)
+    except InvalidInput as exc:
+        if body.is_json:
+            raise
+        return _form_error(sv, body, exc)
+    _signup(sv, form)
+    return _signup_reply(body, form.next_url)
+
+
+@bp.get("/confirm/<token>")
+def confirm(token: str) -> Any:
+    sv = services()
+    subscriber_id, email = read_confirm_token(sv.secret_key, _checked(token))
+    sub, _changed = sv.store.confirm(subscriber_id, email, _consent("confirm", "confirmation link"))
+    return render_template("confirmed.html", **_subscriber_context(sv, sub))
+
+
+@bp.get("/unsubscribe/<token>")
+def unsubscribe_page(token: str) -> Any:
+    sv = services()
+    sub = _subscriber(sv, token)
+    return render_template("unsubscribe.html", **_subscriber_context(sv, sub, token))
+
+
+@bp.post("/unsubscribe/<token>")
+def unsubscribe(token: str) -> Any:
+    """RFC 8058 one-click: unsubscribes at once and answers 200, for mail clients and
+    for the button on our own page alike (both post ``List-Unsubscribe=One-Click``)."""
+    sv = services()
+    subscriber_id = read_subscriber_token(sv.secret_key, _checked(token))
+    body = read_body(request, allow_json=False)
+    source = "one-click" if body.get("List-Unsubscribe") == "One-Click" else "unsubscribe page"
+    sub = sv.store.unsubscribe(subscriber_id, source=source)
+    context = _subscriber_context(sv, sub, token) if sub else {"subscriber": None}
+    return render_template("unsubscribed.html", **context)
+
+
+@bp.get("/preferences/<token>")
+def preferences_page(token: str) -> Any:
+    sv = services()
+    sub = _subscriber(sv, token)
+    return render_template("preferences.html", saved=False, **_subscriber_context(sv, sub, token))
+
+
+@bp.post("/preferences/<token>")
+def preferences(token: str) -> Any:
+    sv = services()
+    subscriber_id = read_subscriber_token(sv.secret_key, _checked(token))
+    body = read_body(request, allow_json=False)
+    _check_csrf(sv, body.get("csrf"), subscriber_id)
+    chosen = body.get_list("topics")
+    topics = parse_topics(chosen, sv.settings.topics, default_all=False) if chosen else []
+    name = clean_name(body.get("name")) if body.get("name") is not None else None
+    sub = sv.store.update_preferences(
+        subscriber_id, topics=topics, name=name, consent=_consent("preferences", "preferences page")
+    )
+    return render_template("preferences.html", saved=True, **_subscriber_context(sv, sub, token))
+
+
+# ---- signup steps --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignupForm:
+    email: str
+    name: str
+    topics: list[str]
+    form_id: str
+    next_url: str | None
+
+
+def _signup_form(body: Body, settings: Settings) -> SignupForm:
+    form_id = body.get("form") or DEFAULT_FORM
+    if form_id not in FORMS:
+        raise InvalidInput("form", "unknown signup form")
+    return SignupForm(
+        email=normalise_email(body.get("email")),
+        name=clean_name(body.get("name")),
+        topics=parse_topics(body.get_list("topics"), settings.topics),
+        form_id=form_id,
+        next_url=None if body.is_json else safe_next(body.get("next"), settings),
+    )
+
+
+def _signup(sv: Services, form: SignupForm) -> None:
+    wording = FORMS[form.form_id].wording(sv.settings)
+    consent = _consent("signup", form.form_id, wording)
+    outcome = sv.store.signup(form.email, form.name, form.topics, consent)
+    if outcome.send_confirmation and outcome.subscriber_id is not None:
+        sv.sender.send(outcome.subscriber_id, form.email, form.name, form.topics)
+
+
+def _signup_reply(body: Body, next_url: str | None) -> Any:
+    """The same answer for a new, pending, subscribed or suppressed address."""
+    if body.is_json:
+        return {"status": "pending", "message": THANKS}, 202
+    if next_url:
+        return redirect(next_url, code=303)
+    return render_template("thanks.html", message=THANKS)
+
+
+def _form_error(sv: Services, body: Body, exc: InvalidInput) -> Any:
+    """Show the hosted form again with the message and what the person typed."""
+    form_id = body.get("form") if body.get("form") in FORMS else DEFAULT_FORM
+    context = form_context(sv.settings, form_id, safe_next(body.get("next"), sv.settings))
+    chosen = [t for t in body.get_list("topics") if t in sv.settings.topics]
+    context["values"] = {"email": body.get("email") or "", "name": body.get("name") or ""}
+    context["checked_topics"] = chosen or list(sv.settings.topics)
+    return render_template("subscribe.html", error=exc, **context), 400
+
+
+def _rate_limit(sv: Services) -> None:
+    wait = sv.limiter.hit(request.remote_addr or "unknown")
+    if wait:
+        exc = TooManyRequests("too many signups from your network; try again in a minute")
+        exc.retry_after = int(wait) + 1  # type: ignore[attr-defined]
+        raise exc
+
+
+def _consent(kind: str, source: str, wording: str = "") -> Consent:
+    return Consent(
+        kind=kind,
+        source=source,
+        wording=wording,
+        ip=request.remote_addr,
+        user_agent=request.headers.get("User-Agent", "")[:500] or None,
+    )
+
+
+# ---- tokens, pages -------------------------------------------------------------------
+
+
+def _checked(token: str) -> str:
+    if len(token) > MAX_TOKEN:
+        raise TokenError("this link is not valid")
+    return token
+
+
+def _subscriber(sv: Services, token: str) -> Any:
+    sub = sv.store.get(read_subscriber_token(sv.secret_key, _checked(token)))
+    if sub is None:
+        raise NotFound("we hold no subscription for this link", hint="you may have been removed")
+    return sub
+
+
+def _subscriber_context(sv: Services, sub: Any, token: str | None = None) -> dict[str, Any]:
+    context = {
+        "subscriber": sub,
+        "topics": list(sv.settings.topics.values()),
+        "preferences_url": sv.links.preferences(sub.id),
+        "unsubscribe_url": sv.links.unsubscribe(sub.id),
+        "site_url": sv.settings.site_url,
+    }
+    if token is not None:
+        context["csrf"] = _csrf_serializer(sv).dumps(sub.id)
+    return context
+
+
+def _csrf_serializer(sv: Services) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(sv.secret_key, salt="preferences-csrf")
+
+
+def _check_csrf(sv: Services, value: Any, subscriber_id: int) -> None:
+    try:
+        ok = _csrf_serializer(sv).loads(str(value or ""), max_age=CSRF_MAX_AGE) == subscriber_id
+    except BadSignature:
+        ok = False
+    if not ok:
+        raise InvalidInput(
+            "csrf", "this form has expired or did not come from our page", hint="reload the page"
+        )
+
+
+# ---- headers, CORS -------------------------------------------------------------------
+
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "form-action 'self' {site}; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def _headers(response: Response) -> Response:
+    sv = services()
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")  # tokens live in our URLs
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault(
+        "Content-Security-Policy", CSP.format(site=site_origin(sv.settings))
+    )
+    if request.path != "/healthz" and request.method != "OPTIONS":
+        response.headers.setdefault("Cache-Control", "no-store")
+    if request.path == "/subscribe":
+        _cors(response, site_origin(sv.settings))
+    return response
+
+
+def _cors(response: Response, allowed: str) -> None:
+    """CORS for the site's own origin; Flask answers the OPTIONS preflight itself."""
+    response.vary.add("Origin")
+    origin = request.headers.get("Origin", "")
+    if origin.lower() != allowed:
+        return
+    response.headers["Access-Control-Allow-Origin"] = origin
+    if request.method == "OPTIONS":
+        response.headers["Access-Control-Allow-Methods"] = "POST"
+        response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+        response.headers["Access-Control-Max-Age"] = "86400"
+
+
+# ---- errors: friendly pages, JSON for JSON clients, never a trace ---------------------
+
+ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (TokenError, 400),
+    (InvalidInput, 400),
+    (NotFound, 404),
+    (Conflict, 409),
+    (DatabaseUnavailable, 503),
+    (ProviderError, 503),
+)
+SERVER_MESSAGES = {
+    500: "Something went wrong on our side. Please try again later.",
+    503: "We could not complete this just now. Please try again in a few minutes.",
+}
+TITLES = {
+    400: "That did not work",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "This link is no longer valid",
+    413: "Too much data",
+    415: "Unsupported form",
+    429: "Slow down",
+    500: "Server error",
+    503: "Temporarily unavailable",
+}
+
+
+def _register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(PipelineError, _pipeline_error)
+    app.register_error_handler(Exception, _unexpected_error)
+
+
+def _http_error(exc: HTTPException) -> Any:
+    status = exc.code or 500
+    if status >= 500:
+        return _error(status, SERVER_MESSAGES.get(status, SERVER_MESSAGES[500]))
+    headers = {}
+    if status == 405 and getattr(exc, "valid_methods", None):
+        headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+    if getattr(exc, "retry_after", None):
+        headers["Retry-After"] = str(exc.retry_after)  # type: ignore[attr-defined]
+    return _error(status, exc.description or TITLES.get(status, "Error"), headers=headers)
+
+
+def _pipeline_error(exc: PipelineError) -> Any:
+    status = next((code for cls, code in ERROR_STATUS if isinstance(exc, cls)), 500)
+    if status >= 500:
+        log.error("%s %s failed: %s", request.method, request.path, exc, exc_info=exc)
+        return _error(status, SERVER_MESSAGES.get(status, SERVER_MESSAGES[500]))
+    return _error(status, exc.message, hint=exc.hint, field=getattr(exc, "field", None))
+
+
+def _unexpected_error(exc: Exception) -> Any:
+    log.error("%s %s failed", request.method, request.path, exc_info=exc)
+    return _error(500, SERVER_MESSAGES[500])
+
+
+def _wants_json() -> bool:
+    if request.is_json:
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+def _error(
+    status: int,
+    message: str,
+    *,
+    hint: str | None = None,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Any:
+    if _wants_json():
+        payload = {"status": status, "message": message, "hint": hint, "field": field}
+        return {"error": {k: v for k, v in payload.items() if v is not None}}, status, headers
+    title = TITLES.get(status, "Error")
+    try:
+        html = render_template("error.html", status=status, title=title, message=message, hint=hint)
+    except Exception:  # noqa: BLE001 - the error page itself must never fail
+        log.exception("error page failed to render")
+        return Response(f"{status} {title}\n{message}\n", status, headers, "text/plain")
+    return html, status, headers
