@@ -63,6 +63,7 @@ def main() -> None:
 
 
 # Commands are registered by the modules that own them.
-from pipeline import commands_content  # noqa: E402
+from pipeline import commands_content, commands_send  # noqa: E402
 
 commands_content.register(cli)
+commands_send.register(cli)

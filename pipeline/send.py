@@ -1,0 +1,223 @@
+"""The send loop: claim a batch, personalise, hand it to the provider, record outcomes.
+
+The ledger (``subscribers.ledger.Ledger`` in practice) is reached only through the
+:class:`Ledger` protocol, so this module never imports the store. Each batch is claimed
+(and committed) before the provider is called and recorded right after, so a crash at
+any instant leaves at most that one batch in flight; see ``subscribers/ledger.py``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pipeline.errors import ProviderError, SendError
+from pipeline.message import Message
+from pipeline.providers.base import Provider, SendResult
+from pipeline.render import Compiled, Recipient
+
+TokenFor = Callable[[int], str]
+Progress = Callable[[int], None]
+
+
+class Claimed(Protocol):
+    claim: str
+    rows: list[tuple[int, str, str]]
+
+
+class Ledger(Protocol):
+    """What the send loop needs of the ledger."""
+
+    def claim(self, campaign_id: int, limit: int) -> Claimed | None: ...
+
+    def recover(self, campaign_id: int, *, older_than: dt.timedelta) -> Sequence[Claimed]: ...
+
+    def record(self, campaign_id: int, claim: str, outcomes: Sequence[Outcome]) -> None: ...
+
+    def release(self, campaign_id: int, claim: str) -> None: ...
+
+    def still_eligible(self, ids: Iterable[int], topic: str) -> set[int]: ...
+
+    def suppress(self, email: str, reason: str, source: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    subscriber_id: int
+    status: str  # sent | failed | retry | skipped
+    provider_id: str = ""
+    reason: str = ""
+
+
+@dataclass
+class Tally:
+    """What one run did, for the summary at the end."""
+
+    sent: int = 0
+    failed: int = 0
+    retry: int = 0
+    skipped: int = 0
+    suppressed: int = 0
+    batches: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, outcomes: Sequence[Outcome], suppressed: int) -> None:
+        with self.lock:
+            self.batches += 1
+            self.suppressed += suppressed
+            for o in outcomes:
+                setattr(self, o.status, getattr(self, o.status) + 1)
+                if o.status != "sent":
+                    self.reasons[f"{o.status}: {o.reason or 'unknown'}"] += 1
+
+
+class RateLimiter:
+    """Paces messages to ``rate`` per second across threads (0 = unlimited)."""
+
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate = rate
+        self.clock = clock
+        self.sleep = sleep
+        self.next_free = clock()
+        self.lock = threading.Lock()
+
+    def wait(self, n: int) -> None:
+        if self.rate <= 0:
+            return
+        with self.lock:
+            now = self.clock()
+            start = max(now, self.next_free)
+            self.next_free = start + n / self.rate
+        if start > now:
+            self.sleep(start - now)
+
+
+@dataclass
+class Sender:
+    """Sends one campaign through one provider, batch by batch."""
+
+    compiled: Compiled
+    campaign_id: int
+    ledger: Ledger
+    provider_factory: Callable[[], Provider]
+    token_for: TokenFor
+    batch_size: int
+    limiter: RateLimiter
+    concurrency: int = 1
+    lease: dt.timedelta = dt.timedelta(0)  # in-flight batches older than this are retaken
+    progress: Progress = lambda n: None
+    tally: Tally = field(default_factory=Tally)
+
+    @property
+    def topic(self) -> str:
+        return self.compiled.module.topic
+
+    def run(self) -> Tally:
+        """Recover batches left in flight, then drain the queue. ProviderError stops it."""
+        provider = self.provider_factory()
+        try:
+            for batch in self.ledger.recover(self.campaign_id, older_than=self.lease):
+                self.send(provider, batch)
+            if self.concurrency <= 1:
+                self.drain(provider)
+            else:
+                self._drain_threads(provider)
+        finally:
+            provider.close()
+        return self.tally
+
+    def drain(self, provider: Provider) -> None:
+        while True:
+            batch = self.ledger.claim(self.campaign_id, self.batch_size)
+            if batch is None:
+                return
+            self.send(provider, batch)
+
+    def _drain_threads(self, first: Provider) -> None:
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def work(provider: Provider) -> None:
+            try:
+                while not stop.is_set():
+                    batch = self.ledger.claim(self.campaign_id, self.batch_size)
+                    if batch is None:
+                        return
+                    self.send(provider, batch)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                errors.append(exc)
+                stop.set()
+            finally:
+                if provider is not first:
+                    provider.close()
+
+        providers = [first] + [self.provider_factory() for _ in range(self.concurrency - 1)]
+        threads = [threading.Thread(target=work, args=(p,), daemon=True) for p in providers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+
+    def send(self, provider: Provider, batch: Claimed) -> None:
+        """One claimed batch: skip leavers, send the rest, record every outcome."""
+        eligible = self.ledger.still_eligible([row[0] for row in batch.rows], self.topic)
+        skipped = [
+            Outcome(r[0], "skipped", reason="left the list before sending")
+            for r in batch.rows
+            if r[0] not in eligible
+        ]
+        rows = [r for r in batch.rows if r[0] in eligible]
+        messages = [self.message(r) for r in rows]
+        results: list[SendResult] = []
+        if messages:
+            self.limiter.wait(len(messages))
+            try:
+                results = provider.send_batch(messages)
+            except ProviderError:
+                self.ledger.release(self.campaign_id, batch.claim)
+                raise
+        outcomes = skipped + [outcome(r[0], res) for r, res in zip(rows, results, strict=True)]
+        self.ledger.record(self.campaign_id, batch.claim, outcomes)
+        suppressed = self._suppress(rows, results, provider.name)
+        self.tally.add(outcomes, suppressed)
+        self.progress(len(batch.rows))
+
+    def message(self, row: tuple[int, str, str]) -> Message:
+        sid, email, name = row
+        return self.compiled.personalize(Recipient(sid, email, name, self.token_for(sid)))
+
+    def _suppress(
+        self, rows: list[tuple[int, str, str]], results: Sequence[SendResult], provider: str
+    ) -> int:
+        hard = [(r, res) for r, res in zip(rows, results, strict=True) if res.suppress]
+        for row, res in hard:
+            self.ledger.suppress(row[1], "bounced", f"{provider}: {res.reason}"[:200])
+        return len(hard)
+
+
+def outcome(subscriber_id: int, result: SendResult) -> Outcome:
+    if result.accepted:
+        return Outcome(subscriber_id, "sent", result.provider_id)
+    status = "retry" if result.retryable else "failed"
+    return Outcome(subscriber_id, status, result.provider_id, result.reason or result.status)
+
+
+def abort_message(exc: ProviderError, resume: str) -> SendError:
+    """The provider refused a whole batch: say what to fix and how to resume."""
+    return SendError(
+        f"sending stopped: {exc.message}",
+        hint=f"{exc.hint + '; ' if exc.hint else ''}then resume with: {resume}",
+    )
