@@ -67,3 +67,7 @@ from pipeline import commands_content, commands_send  # noqa: E402
 
 commands_content.register(cli)
 commands_send.register(cli)
+
+from subscribers import cli as subscribers_cli  # noqa: E402
+
+subscribers_cli.register(cli)

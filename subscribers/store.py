@@ -377,19 +377,30 @@ class Store:
     # ---- administration -----------------------------------------------------------
 
     def add_many(
-        self, rows: Sequence[NewSubscriber], *, confirmed: bool, consent: Consent
+        self,
+        rows: Sequence[NewSubscriber],
+        *,
+        confirmed: bool,
+        consent: Consent,
+        dry_run: bool = False,
     ) -> list[AddResult]:
         """Add a batch in one transaction. Existing and suppressed addresses are left as
-        they are (an import never resubscribes anyone silently)."""
+        they are (an import never resubscribes anyone silently). ``dry_run`` does all the
+        work and rolls it back."""
         now = self._now()
-        with self._write() as conn:
-            existing = _existing_hashes(conn, [email_hash(r.email) for r in rows])
-            suppressed = _suppressed_hashes(conn, [email_hash(r.email) for r in rows])
-            results, fresh = _classify(rows, existing, suppressed)
-            if fresh:
-                ids = _insert_many(conn, fresh, "active" if confirmed else "pending", now)
-                self._attach_many(conn, fresh, ids, consent, now, confirmed)
-                results += [AddResult(r, "added", i) for r, i in zip(fresh, ids, strict=True)]
+        try:
+            with self._write() as conn:
+                existing = _existing_hashes(conn, [email_hash(r.email) for r in rows])
+                suppressed = _suppressed_hashes(conn, [email_hash(r.email) for r in rows])
+                results, fresh = _classify(rows, existing, suppressed)
+                if fresh:
+                    ids = _insert_many(conn, fresh, "active" if confirmed else "pending", now)
+                    self._attach_many(conn, fresh, ids, consent, now, confirmed)
+                    results += [AddResult(r, "added", i) for r, i in zip(fresh, ids, strict=True)]
+                if dry_run:
+                    raise _RollBack(results)
+        except _RollBack as rollback:
+            results = rollback.results
         return sorted(results, key=lambda r: r.row.line)
 
     def _attach_many(
@@ -526,6 +537,11 @@ class Store:
 
 
 # ---- query helpers (module level: small, and all the SQL in one file) -----------------
+
+
+class _RollBack(Exception):  # noqa: N818 - control flow, never escapes this module
+    def __init__(self, results: list[AddResult]) -> None:
+        self.results = results
 
 
 def _hash_of(email: str) -> str:
