@@ -1,0 +1,167 @@
+"""Versioned schema migrations: fresh databases, upgrades in place, failures, races."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from subscribers import schema as s
+from subscribers.db import make_engine
+from subscribers.errors import SchemaError
+from subscribers.store import Store
+from subscribers.testing import pg_schema
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'newsletter.db'}"
+    else:
+        with pg_schema(request.getfixturevalue("pg_url")) as url:
+            yield url
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+def versions(engine: sa.Engine) -> list[int]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(s.schema_version.c.version).order_by(s.schema_version.c.version)
+            ).scalars()
+        )
+
+
+def test_a_fresh_database_gets_every_migration_and_matches_the_metadata(
+    engine: sa.Engine,
+) -> None:
+    assert s.migrate(engine) == list(range(1, len(s.MIGRATIONS) + 1))
+    assert versions(engine) == list(range(1, len(s.MIGRATIONS) + 1))
+    inspector = sa.inspect(engine)
+    for table in s.metadata.sorted_tables:
+        columns = {c["name"] for c in inspector.get_columns(table.name)}
+        assert columns == set(table.columns.keys()), table.name
+
+
+def test_migrating_again_changes_nothing(engine: sa.Engine) -> None:
+    s.migrate(engine)
+    assert s.migrate(engine) == []
+    with engine.connect() as conn:
+        assert s.current_version(conn) == s.latest_version()
+
+
+def test_each_step_is_recorded_with_its_description(engine: sa.Engine) -> None:
+    s.migrate(engine)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(s.schema_version).order_by("version")).all()
+    assert rows[0].description.startswith("subscribers, topics, consent records")
+    assert all(r.applied_at.tzinfo is not None for r in rows)
+
+
+def test_an_older_database_upgrades_in_place_and_keeps_its_data(
+    db_url: str, engine: sa.Engine
+) -> None:
+    # A database written by the first release (schema version 1) ...
+    assert s.migrate(engine, s.MIGRATIONS[:1]) == [1]
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO subscribers (id, email, email_hash, name, status, created_at, updated_at,"
+            " confirmed_at) VALUES (7, 'ann@example.com', :h, 'Ann', 'active', :t, :t, :t)"
+        ), {"h": "ab" * 32, "t": "2025-01-02 03:04:05"})  # fmt: skip
+        conn.execute(sa.text("INSERT INTO subscriber_topics VALUES (7, 'updates')"))
+    # ... opened by today's code: upgraded on open, data intact.
+    with Store(db_url) as store:
+        assert versions(store.engine) == list(range(1, len(s.MIGRATIONS) + 1))
+        ann = store.get(7)
+        assert (ann.email, ann.name, ann.status, ann.topics) == (
+            "ann@example.com",
+            "Ann",
+            "active",
+            ("updates",),
+        )
+        assert [r[0] for r in store.eligible_recipients("updates")] == [7]
+
+
+def test_adding_a_migration_is_appending_a_function(engine: sa.Engine) -> None:
+    s.migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO subscribers (email, email_hash, name, status, created_at, updated_at)"
+            " VALUES ('bo@example.com', :h, 'Bo', 'pending', :t, :t)"
+        ), {"h": "cd" * 32, "t": "2025-01-02 03:04:05"})  # fmt: skip
+
+    def _999_webhook_events(conn: Connection) -> None:
+        """webhook events (a later issue's migration)"""
+        md = sa.MetaData()
+        sa.Table("webhook_events", md, sa.Column("id", sa.String(100), primary_key=True))
+        md.create_all(conn)
+        conn.execute(sa.text("ALTER TABLE subscribers ADD COLUMN source VARCHAR(50)"))
+
+    later = [*s.MIGRATIONS, _999_webhook_events]
+    assert s.migrate(engine, later) == [len(later)]
+    inspector = sa.inspect(engine)
+    assert inspector.has_table("webhook_events")
+    assert "source" in {c["name"] for c in inspector.get_columns("subscribers")}
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT name FROM subscribers")).scalars().all() == ["Bo"]
+
+
+def test_a_failing_step_rolls_back_and_leaves_the_previous_version(engine: sa.Engine) -> None:
+    s.migrate(engine)
+
+    def _999_broken(conn: Connection) -> None:
+        """creates a table, then fails"""
+        conn.execute(sa.text("CREATE TABLE half_done (id INTEGER)"))
+        conn.execute(sa.text("SELECT * FROM no_such_table"))
+
+    with pytest.raises(SchemaError, match="migration .* failed"):
+        s.migrate(engine, [*s.MIGRATIONS, _999_broken])
+    assert versions(engine) == list(range(1, len(s.MIGRATIONS) + 1))
+    assert not sa.inspect(engine).has_table("half_done")  # transactional DDL, SQLite too
+
+
+def test_a_database_newer_than_the_code_is_refused_clearly(db_url: str, engine: sa.Engine) -> None:
+    s.migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            s.schema_version.insert().values(
+                version=99, description="from the future", applied_at=sa.func.now()
+            )
+        )
+    with pytest.raises(SchemaError, match="newer than this code") as info:
+        Store(db_url)
+    assert "upgrade newsletter-pipeline" in str(info.value)
+
+
+def test_workers_starting_together_apply_each_step_once(db_url: str) -> None:
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def open_store() -> None:
+        try:
+            start.wait()
+            Store(db_url).close()
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    eng = make_engine(db_url)
+    try:
+        assert versions(eng) == list(range(1, len(s.MIGRATIONS) + 1))
+    finally:
+        eng.dispose()
