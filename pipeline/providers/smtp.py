@@ -1,0 +1,293 @@
+"""SMTP: any server, configured by ``SMTP_URL`` (a secret: it may hold a password).
+
+* ``smtp://user:pass@host:587`` - STARTTLS when the server offers it, then AUTH;
+* ``smtps://user:pass@host:465`` - TLS from the first byte;
+* ``smtp://127.0.0.1:1025`` - no TLS offered, no credentials: local test servers.
+
+One connection is reused for many messages and across batches, and reopened when it
+drops. Each message is one MAIL/RCPT/DATA transaction of :func:`pipeline.message.to_bytes`
+(CRLF line endings). A 4xx reply is retried with backoff; a 5xx reply to RCPT or DATA
+fails that recipient only; a 5xx to MAIL FROM (our sender) stops the send.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import smtplib
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from urllib.parse import unquote, urlsplit
+
+from pipeline.errors import ConfigError, ProviderError
+from pipeline.message import Message, to_bytes
+from pipeline.providers.base import Provider, SendResult, Status, send_in_parts
+from pipeline.providers.http import retry_policy
+from pipeline.providers.retry import RetryPolicy, Sleep, TryAgain, call_with_retry
+from pipeline.settings import Settings
+
+SECRET = "SMTP_URL"
+
+# Permanent reply code to RCPT or DATA -> our status (other 5xx: rejected).
+STATUS_BY_CODE: dict[int, Status] = {
+    550: Status.REJECTED,  # mailbox unavailable / policy
+    551: Status.REJECTED,  # user not local
+    552: Status.REJECTED,  # storage exceeded
+    553: Status.INVALID,  # mailbox name not allowed
+    554: Status.REJECTED,  # transaction failed
+    501: Status.INVALID,  # syntax error in the address
+}
+# What the user must fix when connecting fails this way (the rest is retried).
+CONNECT_ERRORS: tuple[tuple[type[Exception], str, str], ...] = (
+    (
+        smtplib.SMTPAuthenticationError,
+        "the SMTP server refused the login",
+        "check the user and password in SMTP_URL",
+    ),
+    (
+        smtplib.SMTPNotSupportedError,
+        "the SMTP server offers no AUTH",
+        "use smtps://, a server that offers STARTTLS, or no credentials in SMTP_URL",
+    ),
+    (
+        ssl.SSLError,
+        "TLS with the SMTP server failed",
+        "check the host and port in SMTP_URL (465 for smtps://, 587 for smtp://)",
+    ),
+)
+# Enhanced status codes (RFC 3463) that mean "this address does not exist": suppress it.
+SUPPRESS_CODES = ("5.1.1", "5.1.2", "5.1.3", "5.1.10", "5.2.1")
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    """Where and how to connect; ``password`` never shows in repr."""
+
+    host: str
+    port: int
+    username: str = ""
+    password: str = field(default="", repr=False)
+    implicit_tls: bool = False
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_smtp_url(url: str) -> SmtpTarget:
+    """``SMTP_URL`` as a target; the error never repeats the URL (it may hold a password)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(
+            f"{SECRET} is not a valid URL", hint="use smtp://user:pass@host:587 or smtps://...:465"
+        ) from exc
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ConfigError(
+            f"{SECRET} must start with smtp:// or smtps:// and name a host",
+            hint="e.g. smtp://user:pass@smtp.example.com:587 (percent-encode @ : / in a password)",
+        )
+    username = unquote(parts.username or "")
+    implicit_tls = parts.scheme == "smtps"
+    default_port = 465 if implicit_tls else (587 if username else 25)
+    return SmtpTarget(
+        host=parts.hostname,
+        port=port or default_port,
+        username=username,
+        password=unquote(parts.password or ""),
+        implicit_tls=implicit_tls,
+    )
+
+
+class SmtpReply(Exception):
+    """A non-success reply to one step of a transaction."""
+
+    def __init__(self, step: str, code: int, text: bytes | str) -> None:
+        self.step = step
+        self.code = code
+        self.text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+        super().__init__(f"{step}: {code} {self.text}")
+
+
+class RecipientTryAgain(TryAgain):
+    """A 4xx about this recipient: after the last retry only this message fails."""
+
+
+class SmtpProvider(Provider):
+    name = "smtp"
+    max_batch = 100
+
+    def __init__(
+        self, target: SmtpTarget, *, timeout: float = 15.0, retry: RetryPolicy | None = None
+    ) -> None:
+        self.target = target
+        self.timeout = float(timeout)
+        self.retry = retry or RetryPolicy()
+        self._conn: smtplib.SMTP | None = None
+        self.connections = 0  # how many connections were opened (reuse is observable)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, sleep: Sleep | None = None) -> SmtpProvider:
+        target = parse_smtp_url(settings.secret(SECRET, needed_for="provider smtp"))
+        return cls(
+            target,
+            timeout=settings.provider_options.get("timeout", 15.0),
+            retry=retry_policy(settings, sleep),
+        )
+
+    def __repr__(self) -> str:
+        return f"<SmtpProvider {self.target.where}>"
+
+    # -- sending ---------------------------------------------------------------------
+
+    def send_batch(self, messages: Sequence[Message]) -> list[SendResult]:
+        self.check_batch(messages)
+        return send_in_parts([[m] for m in messages], self._send_one)
+
+    def _send_one(self, messages: Sequence[Message]) -> list[SendResult]:
+        [m] = messages
+        data = to_bytes(m)
+        sender = parseaddr(m.from_addr)[1]
+        try:
+            result = call_with_retry(
+                lambda: self._attempt(m, sender, data), self.retry, provider=self.name
+            )
+        except ProviderError as exc:
+            if not isinstance(exc.__cause__, RecipientTryAgain):
+                raise
+            result = SendResult(
+                m.message_id, m.to_email, Status.FAILED, reason=exc.reason, retryable=True
+            )
+        return [result]
+
+    def _attempt(self, m: Message, sender: str, data: bytes) -> SendResult:
+        reused = self._conn is not None
+        try:
+            reply = self._transaction(self._connection(), sender, m.to_email, data)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self._drop()
+            if reused:  # an idle connection the server closed: reconnect at once
+                return self._attempt(m, sender, data)
+            raise TryAgain(
+                f"connection to {self.target.where} lost ({type(exc).__name__})"
+            ) from exc
+        except SmtpReply as exc:
+            return self._refused(m, exc)
+        return SendResult(m.message_id, m.to_email, Status.SENT, provider_id=reply)
+
+    def _transaction(self, conn: smtplib.SMTP, sender: str, rcpt: str, data: bytes) -> str:
+        """MAIL, RCPT, DATA; a refusal resets the transaction and raises SmtpReply."""
+        for step, call, ok in (
+            ("MAIL FROM", lambda: conn.mail(sender), (250,)),
+            ("RCPT TO", lambda: conn.rcpt(rcpt), (250, 251)),
+        ):
+            code, text = call()
+            if code not in ok:
+                self._reset(conn, code)
+                raise SmtpReply(step, code, text)
+        try:
+            code, text = conn.data(data)
+        except smtplib.SMTPDataError as exc:  # no 354 go-ahead
+            self._reset(conn, exc.smtp_code)
+            raise SmtpReply("DATA", exc.smtp_code, exc.smtp_error) from exc
+        if code != 250:
+            self._reset(conn, code)
+            raise SmtpReply("DATA", code, text)
+        return text.decode("utf-8", "replace")
+
+    def _refused(self, m: Message, exc: SmtpReply) -> SendResult:
+        """A refusal: transient ones are raised for a retry, permanent ones are results."""
+        text = f"{exc.code} {exc.text}"
+        if 400 <= exc.code < 500:
+            if exc.code == 421 or exc.step == "MAIL FROM":
+                raise TryAgain(f"{exc.step}: {text}", status=exc.code)
+            raise RecipientTryAgain(f"{exc.step}: {text}", status=exc.code)
+        if exc.step == "MAIL FROM":
+            raise ProviderError(
+                f"the SMTP server refused the sender {parseaddr(m.from_addr)[1]}",
+                provider=self.name,
+                status=exc.code,
+                reason=exc.text,
+                hint="check site.from: the server must allow this sender for the SMTP_URL login",
+            )
+        status = STATUS_BY_CODE.get(exc.code, Status.REJECTED)
+        suppress = exc.step == "RCPT TO" and any(code in exc.text for code in SUPPRESS_CODES)
+        return SendResult(m.message_id, m.to_email, status, reason=text, suppress=suppress)
+
+    # -- the connection ----------------------------------------------------------------
+
+    def _connection(self) -> smtplib.SMTP:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def _connect(self) -> smtplib.SMTP:
+        conn: smtplib.SMTP | None = None
+        try:
+            conn = self._open()
+            self._greet(conn)
+        except (OSError, smtplib.SMTPException) as exc:
+            self._quietly_close(conn)
+            raise self._connect_error(exc) from exc
+        self.connections += 1
+        return conn
+
+    def _greet(self, conn: smtplib.SMTP) -> None:
+        """EHLO, STARTTLS when offered (not for smtps://), then AUTH when configured."""
+        conn.ehlo()
+        if not self.target.implicit_tls and conn.has_extn("starttls"):
+            conn.starttls(context=ssl.create_default_context())
+            conn.ehlo()
+        if self.target.username:
+            conn.login(self.target.username, self.target.password)
+
+    def _connect_error(self, exc: Exception) -> Exception:
+        """Login and TLS problems need the user; anything else may pass: retry it."""
+        for kind, message, hint in CONNECT_ERRORS:
+            if isinstance(exc, kind):
+                reason = str(exc)
+                if self.target.password:
+                    reason = reason.replace(self.target.password, "***")
+                return ProviderError(message, provider=self.name, reason=reason, hint=hint)
+        return TryAgain(f"could not connect to {self.target.where} ({type(exc).__name__}: {exc})")
+
+    def _open(self) -> smtplib.SMTP:
+        target = self.target
+        if target.implicit_tls:
+            return smtplib.SMTP_SSL(
+                target.host, target.port, timeout=self.timeout, context=ssl.create_default_context()
+            )
+        return smtplib.SMTP(target.host, target.port, timeout=self.timeout)
+
+    def _reset(self, conn: smtplib.SMTP, code: int) -> None:
+        """End a refused transaction: RSET, or drop the connection on 421 (closing)."""
+        if code == 421:
+            self._drop()
+            return
+        try:
+            conn.rset()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        self._quietly_close(conn)
+
+    @staticmethod
+    def _quietly_close(conn: smtplib.SMTP | None) -> None:
+        if conn is None:
+            return
+        with contextlib.suppress(OSError):
+            conn.close()
+
+    def close(self) -> None:
+        """QUIT politely and release the connection."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.quit()
+        except (smtplib.SMTPException, OSError):
+            self._quietly_close(conn)
