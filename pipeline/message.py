@@ -13,6 +13,8 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formataddr, formatdate
 
+import orjson
+
 # Structured headers such as List-Unsubscribe hold URLs longer than 78 characters; the
 # default policy would RFC 2047-encode them while folding, which breaks one-click
 # unsubscribe. Fold only at the hard 998 limit; bodies are quoted-printable (7-bit safe).
@@ -42,11 +44,22 @@ class Message:
     headers: dict[str, str] = field(default_factory=dict)
     tag: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
+    # ``html`` and ``text`` already encoded as JSON string literals, when the renderer
+    # made them (see pipeline.render.Template.fill_json); JSON providers embed them.
+    html_json: bytes = b""
+    text_json: bytes = b""
 
     @property
     def to(self) -> str:
         """The formatted To address, quoting the display name as needed."""
         return formataddr((self.to_name, self.to_email)) if self.to_name else self.to_email
+
+
+def json_bodies(msg: Message) -> tuple[object, object]:
+    """``(html, text)`` for a JSON payload: pre-encoded fragments when available."""
+    html = orjson.Fragment(msg.html_json) if msg.html_json else msg.html
+    text = orjson.Fragment(msg.text_json) if msg.text_json else msg.text
+    return html, text
 
 
 def make_message_id(domain: str) -> str:

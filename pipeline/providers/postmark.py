@@ -15,7 +15,7 @@ from typing import Any
 import requests
 
 from pipeline.errors import ProviderError
-from pipeline.message import Message
+from pipeline.message import Message, json_bodies
 from pipeline.providers.base import SendResult, Status
 from pipeline.providers.http import JSON_HEADERS, HttpProvider, encode_json, retry_policy
 from pipeline.providers.retry import Sleep
@@ -89,14 +89,15 @@ class PostmarkProvider(HttpProvider):
 
     def payload(self, m: Message) -> dict[str, Any]:
         """One message of the batch, as Postmark documents it."""
+        html, text = json_bodies(m)
         headers = [{"Name": "Message-ID", "Value": m.message_id}]
         headers += [{"Name": name, "Value": value} for name, value in m.headers.items()]
         data: dict[str, Any] = {
             "From": m.from_addr,
             "To": m.to,
             "Subject": m.subject,
-            "HtmlBody": m.html,
-            "TextBody": m.text,
+            "HtmlBody": html,
+            "TextBody": text,
             "Headers": headers,
             "Metadata": {**m.metadata, "message_id": m.message_id},
             "MessageStream": self.message_stream,

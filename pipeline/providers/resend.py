@@ -18,7 +18,7 @@ from typing import Any
 
 import requests
 
-from pipeline.message import Message
+from pipeline.message import Message, json_bodies
 from pipeline.providers.base import SendResult, Status
 from pipeline.providers.http import JSON_HEADERS, HttpProvider, encode_json, retry_policy
 from pipeline.providers.retry import Sleep
@@ -99,12 +99,13 @@ class ResendProvider(HttpProvider):
 
     @staticmethod
     def payload(m: Message) -> dict[str, Any]:
+        html, text = json_bodies(m)
         data: dict[str, Any] = {
             "from": from_address(m.from_addr),
             "to": [to_address(m.to_email, m.to_name)],
             "subject": m.subject,
-            "html": m.html,
-            "text": m.text,
+            "html": html,
+            "text": text,
             "headers": {"Message-ID": m.message_id, **m.headers},
         }
         if m.reply_to:

@@ -20,7 +20,7 @@ import requests
 from requests_aws4auth import AWS4Auth
 
 from pipeline.errors import ConfigError
-from pipeline.message import Message
+from pipeline.message import Message, json_bodies
 from pipeline.providers.base import SendResult, Status, send_in_parts
 from pipeline.providers.http import JSON_HEADERS, HttpProvider, encode_json, retry_policy
 from pipeline.providers.retry import Sleep
@@ -128,6 +128,7 @@ class SesProvider(HttpProvider):
         return [self.parse(response, m)]
 
     def payload(self, m: Message) -> dict[str, Any]:
+        html, text = json_bodies(m)
         headers = [{"Name": "Message-ID", "Value": m.message_id}]
         headers += [{"Name": k, "Value": ascii_header(v)} for k, v in m.headers.items()]
         data: dict[str, Any] = {
@@ -137,8 +138,8 @@ class SesProvider(HttpProvider):
                 "Simple": {
                     "Subject": {"Data": m.subject, "Charset": "UTF-8"},
                     "Body": {
-                        "Text": {"Data": m.text, "Charset": "UTF-8"},
-                        "Html": {"Data": m.html, "Charset": "UTF-8"},
+                        "Text": {"Data": text, "Charset": "UTF-8"},
+                        "Html": {"Data": html, "Charset": "UTF-8"},
                     },
                     "Headers": headers,
                 }
