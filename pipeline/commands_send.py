@@ -123,7 +123,10 @@ def send(
     _summary(job, tally, counts, elapsed)
     if error is not None:
         raise abort_message(error, job.resume_command)
-    left = sum(counts.get(s, 0) for s in UNFINISHED)
+    # A worker is done when the queue is empty; batches other workers hold are theirs.
+    left = sum(counts.get(s, 0) for s in (("pending", "retry") if worker else UNFINISHED))
+    if worker and counts.get("inflight"):
+        click.echo(f"{counts['inflight']} recipient(s) in flight with other workers")
     if left:
         raise SendError(
             f"{left} recipient(s) not sent yet", hint=f"resume with: {job.resume_command}"

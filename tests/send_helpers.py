@@ -57,7 +57,9 @@ class Recorder(Provider):
                 results.append(self.reject[msg.to_email])
                 continue
             self.inbox.append(msg)
-            results.append(SendResult(msg.message_id, msg.to_email, Status.QUEUED, f"id-{msg.to_email}"))
+            results.append(
+                SendResult(msg.message_id, msg.to_email, Status.QUEUED, f"id-{msg.to_email}")
+            )
         if self.calls == self.crash_after_accept:
             raise Crash("after the provider accepted")
         return results

@@ -128,3 +128,12 @@ def test_template_error_names_template_file_and_line(settings: Settings) -> None
     assert err.value.path.endswith("update.mjml.j2")
     assert err.value.line == 6
     assert "titel" in str(err.value)
+
+
+@pytest.mark.parametrize("name", [*HOSTILE, 'Zoë "Z" \\ \u2028 O\'Brien', "\x7f\t"])
+def test_pre_encoded_json_bodies_match_the_text(seed, name: str) -> None:
+    import json
+
+    msg = seed.personalize(Recipient(1, "a@x.example", name, "t"))
+    decoded = json.loads(b'{"html":' + msg.html_json + b',"text":' + msg.text_json + b"}")
+    assert decoded == {"html": msg.html, "text": msg.text}

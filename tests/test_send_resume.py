@@ -117,8 +117,9 @@ def test_crash_after_accept_before_ledger_write(store: Store, compiled, monkeypa
 def test_worker_lease_keeps_live_batches_and_takes_stale_ones(store: Store, compiled) -> None:
     fill(store, 20)
     ledger = Ledger(store)
-    campaign, _ = ledger.open_campaign(slug="x", topic="updates", subject="s",
-                                       content_hash="h", provider="p")
+    campaign, _ = ledger.open_campaign(
+        slug="x", topic="updates", subject="s", content_hash="h", provider="p"
+    )
     held = ledger.claim(campaign.id, 10)
     assert held is not None
     assert ledger.recover(campaign.id, older_than=dt.timedelta(minutes=10)) == []
@@ -147,12 +148,19 @@ def test_permanent_failure_is_recorded_and_inactive_recipient_suppressed(
     fill(store, N)
     provider = Recorder()
     provider.reject = {
-        "reader1@example.com": SendResult("", "reader1@example.com", Status.REJECTED,
-                                          reason="406 inactive recipient", suppress=True),
-        "reader2@example.com": SendResult("", "reader2@example.com", Status.INVALID,
-                                          reason="300 invalid email"),
-        "reader3@example.com": SendResult("", "reader3@example.com", Status.FAILED,
-                                          reason="421 try later", retryable=True),
+        "reader1@example.com": SendResult(
+            "",
+            "reader1@example.com",
+            Status.REJECTED,
+            reason="406 inactive recipient",
+            suppress=True,
+        ),
+        "reader2@example.com": SendResult(
+            "", "reader2@example.com", Status.INVALID, reason="300 invalid email"
+        ),
+        "reader3@example.com": SendResult(
+            "", "reader3@example.com", Status.FAILED, reason="421 try later", retryable=True
+        ),
     }
     tally = make_sender(store, compiled, provider).run()
     assert (tally.sent, tally.failed, tally.retry, tally.suppressed) == (N - 3, 2, 1, 1)
