@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from send_helpers import fill
 
 from bench.sinks import SinkProcess
 from pipeline.settings import load_settings
-from send_helpers import fill
 from subscribers.ledger import Ledger
 from subscribers.store import Store
 from subscribers.testing import pg_schema

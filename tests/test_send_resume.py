@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from send_helpers import Crash, Recorder, fill, received, store_for
 
 from pipeline.content import find_module, load_module
 from pipeline.errors import ProviderError
@@ -18,7 +19,6 @@ from pipeline.send import RateLimiter, Sender
 from pipeline.settings import Settings
 from subscribers.ledger import Ledger
 from subscribers.store import Consent, Store
-from send_helpers import Crash, Recorder, fill, received, store_for
 
 N = 35  # four batches of 10
 
