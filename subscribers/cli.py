@@ -371,7 +371,7 @@ class _open_output:  # noqa: N801 - used like a function
 
     def __enter__(self) -> IO[str]:
         if self.path is None:
-            return click.get_text_stream("stdout")
+            return sys.stdout
         self.fh = self.path.open("w", encoding="utf-8", newline="")
         return self.fh
 
