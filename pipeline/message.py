@@ -9,16 +9,19 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import formataddr, formatdate
+from email.utils import formatdate
 
+import idna
 import orjson
 
 # Structured headers such as List-Unsubscribe hold URLs longer than 78 characters; the
 # default policy would RFC 2047-encode them while folding, which breaks one-click
 # unsubscribe. Fold only at the hard 998 limit; bodies are quoted-printable (7-bit safe).
 WIRE = SMTP.clone(max_line_length=998)
+WIRE_UTF8 = WIRE.clone(utf8=True)
 
 
 @dataclass(slots=True)
@@ -51,8 +54,31 @@ class Message:
 
     @property
     def to(self) -> str:
-        """The formatted To address, quoting the display name as needed."""
-        return formataddr((self.to_name, self.to_email)) if self.to_name else self.to_email
+        """The formatted To address: display name quoted as needed, domain in IDNA (ASCII).
+
+        A non-ASCII local part stays UTF-8 (RFC 6531); JSON APIs take it as is, and
+        :func:`to_bytes` then writes an SMTPUTF8 message.
+        """
+        return str(to_address(self))
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        return not self.to_email.rpartition("@")[0].isascii()
+
+
+def to_address(msg: Message) -> Address:
+    local, _, domain = msg.to_email.rpartition("@")
+    return Address(display_name=msg.to_name, username=local, domain=ascii_domain(domain))
+
+
+def ascii_domain(domain: str) -> str:
+    """``exämple.de`` -> ``xn--exmple-cua.de`` (IDNA 2008 with UTS 46 mapping)."""
+    if domain.isascii():
+        return domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return domain
 
 
 def json_bodies(msg: Message) -> tuple[object, object]:
@@ -71,7 +97,7 @@ def to_mime(msg: Message) -> EmailMessage:
     """The message as a multipart/alternative MIME object (text first, then HTML)."""
     mime = EmailMessage(policy=SMTP)  # bodies: quoted-printable lines of 76
     mime["From"] = msg.from_addr
-    mime["To"] = msg.to
+    mime["To"] = to_address(msg)
     mime["Subject"] = msg.subject
     mime["Date"] = formatdate(localtime=False, usegmt=True)
     mime["Message-ID"] = msg.message_id
@@ -85,5 +111,7 @@ def to_mime(msg: Message) -> EmailMessage:
 
 
 def to_bytes(msg: Message) -> bytes:
-    """The wire form: RFC 5322 bytes, every line ending CRLF, headers folded at 998."""
-    return to_mime(msg).as_bytes(policy=WIRE)
+    """The wire form: RFC 5322 bytes, every line ending CRLF, headers folded at 998.
+
+    A recipient whose local part is not ASCII gets an RFC 6531 (SMTPUTF8) message."""
+    return to_mime(msg).as_bytes(policy=WIRE_UTF8 if msg.needs_smtputf8 else WIRE)

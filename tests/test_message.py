@@ -1,0 +1,44 @@
+"""The MIME form of a message: CRLF, headers, and internationalised addresses."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+
+from pipeline.message import Message, to_bytes
+
+
+def msg(to_email: str, to_name: str = "") -> Message:
+    return Message(
+        to_email=to_email,
+        to_name=to_name,
+        from_addr="Coach <coach@example.com>",
+        subject="Hi — there",
+        html="<p>Hi</p>",
+        text="Hi",
+        message_id="<1@example.com>",
+        headers={"List-Unsubscribe": "<https://example.com/unsubscribe/1.abc>"},
+    )
+
+
+def test_idn_domain_is_punycoded_in_headers() -> None:
+    raw = to_bytes(msg("x@bücher.de", "Zoë"))
+    assert b"To: =?utf-8?q?Zo=C3=AB?= <x@xn--bcher-kva.de>\r\n" in raw
+    assert raw.isascii()
+
+
+def test_non_ascii_local_part_makes_an_smtputf8_message() -> None:
+    m = msg("chloé@exämple.de", "Chloé Durand")
+    assert m.needs_smtputf8
+    assert m.to == "Chloé Durand <chloé@xn--exmple-cua.de>"
+    raw = to_bytes(m)
+    assert "To: Chloé Durand <chloé@xn--exmple-cua.de>\r\n".encode() in raw
+    parsed = email.message_from_string(raw.decode("utf-8"), policy=email.policy.default)
+    assert parsed["To"].addresses[0].username == "chloé"
+
+
+def test_display_names_are_quoted() -> None:
+    assert (
+        msg("b@example.org", 'Ben "B" O\'Neil, Jr').to
+        == '"Ben \\"B\\" O\'Neil, Jr" <b@example.org>'
+    )
