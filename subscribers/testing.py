@@ -134,13 +134,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def set_base_url(config: Path, base_url: str) -> None:
-    """Point ``[site] base_url`` of a newsletter.toml at the server under test."""
+def set_site(config: Path, **values: str) -> None:
+    """Set keys of ``[site]`` in a newsletter.toml (e.g. base_url of the server under test)."""
     text = config.read_text()
-    text, count = re.subn(r"(?m)^base_url\s*=.*$", f'base_url = "{base_url}"', text)
-    if not count:
-        text = text.replace("[site]", f'[site]\nbase_url = "{base_url}"', 1)
+    for key, value in values.items():
+        line = f'{key} = "{value}"'
+        text, count = re.subn(rf"(?m)^{key}\s*=.*$", line, text)
+        if not count:
+            text = text.replace("[site]", f"[site]\n{line}", 1)
     config.write_text(text)
+
+
+def set_base_url(config: Path, base_url: str) -> None:
+    set_site(config, base_url=base_url)
 
 
 @contextlib.contextmanager
