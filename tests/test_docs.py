@@ -41,6 +41,12 @@ def test_command_is_in_readme(name: str, command: click.Command) -> None:
 
 def test_make_targets_in_readme_exist() -> None:
     makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
-    for target in ("test", "lint", "bench", "preview"):
+    first_block = README.split("```")[1].splitlines()[1:4]
+    assert [line.split("#")[0].strip() for line in first_block] == [
+        "make demo",
+        "make send",
+        "make test",
+    ]
+    for target in ("demo", "send", "test", "lint", "bench", "preview", "serve"):
         assert f"make {target}" in README
         assert f"\n{target}:" in makefile
