@@ -1,5 +1,6 @@
 """Local stand-ins for a provider, for end-to-end tests and benchmarks on 127.0.0.1.
 
+``python -m bench.sinks smtp`` is an SMTP sink (aiosmtpd) that counts what it accepts.
 ``python -m bench.sinks postmark [--count-only] [--throttle-every K]`` serves Postmark's
 ``POST /email/batch`` (documented success shape: one item per message, in order) and
 prints its port. ``GET /_received`` returns what it accepted: ``{"total": n, "to":
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -120,8 +122,9 @@ class SinkProcess:
             text=True,
         )
         assert self.proc.stdout is not None
-        port = int(self.proc.stdout.readline().strip())
-        self.url = f"http://127.0.0.1:{port}"
+        ports = self.proc.stdout.readline().split()
+        self.url = f"http://127.0.0.1:{ports[0]}"
+        self.smtp_port = int(ports[1]) if len(ports) > 1 else 0
 
     def received(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.url}/_received", timeout=10) as reply:  # noqa: S310
@@ -138,12 +141,55 @@ class SinkProcess:
         self.close()
 
 
+class CountingSmtpHandler:
+    """aiosmtpd handler that accepts everything and counts messages and recipients."""
+
+    def __init__(self) -> None:
+        self.messages = 0
+        self.to: Counter[str] = Counter()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.messages += 1
+        for rcpt in envelope.rcpt_tos:
+            self.to[rcpt] += 1
+        return "250 OK"
+
+
+def serve_smtp() -> None:
+    """An SMTP sink on 127.0.0.1; ``/_received`` on a side HTTP port reports counts."""
+    from aiosmtpd.controller import Controller
+
+    handler = CountingSmtpHandler()
+    with socket.socket() as probe:  # aiosmtpd cannot bind port 0: pick a free one
+        probe.bind(("127.0.0.1", 0))
+        smtp_port = probe.getsockname()[1]
+    controller = Controller(handler, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+
+    class Report(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            raw = json.dumps({"total": handler.messages, "to": dict(handler.to)}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+    report = ThreadingHTTPServer(("127.0.0.1", 0), Report)
+    print(report.server_address[1], smtp_port, flush=True)
+    report.serve_forever(poll_interval=0.2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("kind", choices=["postmark"])
+    parser.add_argument("kind", choices=["postmark", "smtp"])
     parser.add_argument("--count-only", action="store_true")
     parser.add_argument("--throttle-every", type=int, default=0)
     args = parser.parse_args()
+    if args.kind == "smtp":
+        return serve_smtp()
     server = PostmarkServer(count_only=args.count_only, throttle_every=args.throttle_every)
     print(server.server_address[1], flush=True)
     server.serve_forever(poll_interval=0.2)  # ends with the process (SIGTERM)
