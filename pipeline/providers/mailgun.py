@@ -116,7 +116,7 @@ class MailgunProvider(HttpProvider):
 
     def templates(self, messages: Sequence[Message]) -> tuple[Template, Template] | None:
         text = factor([m.text for m in messages], "\n", _marker("t"), reserved=RESERVED)
-        html = factor([m.html for m in messages], ">", _marker("b"), reserved=RESERVED)
+        html = factor([m.html for m in messages], ("\n", ">"), _marker("b"), reserved=RESERVED)
         if text is None or html is None:
             return None
         for index in range(len(messages)):

@@ -3,8 +3,9 @@
 SendGrid (``substitutions``) and Mailgun (``recipient-variables``) send one body for a
 whole batch. Our messages arrive fully personalised (name, unsubscribe and preference
 links), so the batch's template is recovered here: every body is split into pieces
-(lines of text, or HTML at each ``>``), the pieces that differ between recipients are
-found, and each run of differing pieces becomes one placeholder.
+at lines, the lines that differ between recipients are found, each run of differing
+lines becomes a hole, and each hole is split again (HTML at ``>``) to keep the personal
+parts small.
 
 When the bodies do not split into the same number of pieces, or the personal parts are
 too big for the provider, :func:`factor` returns None and the provider sends those
@@ -41,24 +42,50 @@ class Template:
 
 
 def factor(
-    bodies: Sequence[str], sep: str, marker: Callable[[int], str], *, reserved: str
+    bodies: Sequence[str],
+    seps: str | Sequence[str],
+    marker: Callable[[int], str],
+    *,
+    reserved: str,
 ) -> Template | None:
-    """The template behind ``bodies``, split at ``sep``; None when it cannot be found.
+    """The template behind ``bodies``; None when it cannot be found.
 
-    ``marker(k)`` is the placeholder text for hole ``k``; ``reserved`` is a string that
-    must not occur in any body (the provider's placeholder syntax), or None is returned.
+    Bodies are split at ``seps[0]``; each hole found is split again at ``seps[1]``, and
+    so on. ``marker(k)`` is the placeholder for hole ``k``; ``reserved`` (the
+    provider's placeholder syntax) must not occur in the template or any value.
     """
+    seps = (seps,) if isinstance(seps, str) else tuple(seps)
     first = bodies[0]
-    if any(reserved in body for body in bodies):
+    if reserved in first:  # the template's literal text comes from the first body
         return None
     if all(body == first for body in bodies):
         return Template(first, (), [() for _ in bodies])
-    ref = first.split(sep)
+    found = _split(bodies, seps)
+    if found is None:
+        return None
+    literals, values = found
+    if any(reserved in value for row in values for value in row):
+        return None
+    markers = tuple(marker(k) for k in range(len(literals) - 1))
+    text = "".join(part for pair in zip(literals, (*markers, ""), strict=True) for part in pair)
+    return Template(text, markers, [tuple(row) for row in values])
+
+
+def _split(
+    bodies: Sequence[str], seps: tuple[str, ...]
+) -> tuple[list[str], list[list[str]]] | None:
+    """Literal parts (one more than the holes) and each body's hole values, or None."""
+    sep = seps[0]
+    ref = bodies[0].split(sep)
     others = [body.split(sep) for body in bodies[1:]]
     if any(len(pieces) != len(ref) for pieces in others):
         return None
     runs = _runs(_differing(ref, others))
-    return _build(ref, [ref, *others], runs, sep, marker)
+    if not runs:  # all the same
+        return [bodies[0]], [[] for _ in bodies]
+    literals = _literals(ref, runs, sep)
+    values = [[sep.join(pieces[a:b]) for a, b in runs] for pieces in [ref, *others]]
+    return _refine(literals, values, seps[1:]) if len(seps) > 1 else (literals, values)
 
 
 def _differing(ref: list[str], others: list[list[str]]) -> list[int]:
@@ -101,23 +128,35 @@ def _runs(indexes: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _build(
-    ref: list[str],
-    split: list[list[str]],
-    runs: list[tuple[int, int]],
-    sep: str,
-    marker: Callable[[int], str],
-) -> Template:
-    markers = tuple(marker(k) for k in range(len(runs)))
-    pieces: list[str] = []
+def _literals(ref: list[str], runs: list[tuple[int, int]], sep: str) -> list[str]:
+    """The text around the holes, where hole ``(a, b)`` stands for ``sep.join(ref[a:b])``."""
+    literals = []
     prev = 0
-    for (start, stop), mark in zip(runs, markers, strict=True):
-        pieces.extend(ref[prev:start])
-        pieces.append(mark)
+    for start, stop in runs:
+        if prev == 0:
+            literals.append(sep.join(ref[:start]) + sep if start > 0 else "")
+        else:
+            literals.append(sep + sep.join(ref[prev:start]) + sep)
         prev = stop
-    pieces.extend(ref[prev:])
-    values = [tuple(sep.join(body[a:b]) for a, b in runs) for body in split]
-    return Template(sep.join(pieces), markers, values)
+    literals.append(sep + sep.join(ref[prev:]) if prev < len(ref) else "")
+    return literals
+
+
+def _refine(
+    literals: list[str], values: list[list[str]], seps: tuple[str, ...]
+) -> tuple[list[str], list[list[str]]]:
+    """Split each hole at the next separator where its values allow; else keep it whole."""
+    out_literals = [literals[0]]
+    out_values: list[list[str]] = [[] for _ in values]
+    for hole in range(len(literals) - 1):
+        inner = _split([row[hole] for row in values], seps)
+        inner_literals, inner_values = inner or (["", ""], [[row[hole]] for row in values])
+        out_literals[-1] += inner_literals[0]
+        out_literals.extend(inner_literals[1:])
+        out_literals[-1] += literals[hole + 1]
+        for row, inner_row in zip(out_values, inner_values, strict=True):
+            row.extend(inner_row)
+    return out_literals, out_values
 
 
 def group_by(items: Iterable[T], key: Callable[[T], Hashable]) -> list[list[T]]:

@@ -94,7 +94,9 @@ class SendGridProvider(HttpProvider):
     def templates(self, messages: Sequence[Message]) -> tuple[Template, Template] | None:
         """Shared text and HTML templates, if the personal parts fit SendGrid's limit."""
         text = factor([m.text for m in messages], "\n", lambda k: f"-nlpt{k}-", reserved=RESERVED)
-        html = factor([m.html for m in messages], ">", lambda k: f"-nlph{k}-", reserved=RESERVED)
+        html = factor(
+            [m.html for m in messages], ("\n", ">"), lambda k: f"-nlph{k}-", reserved=RESERVED
+        )
         if text is None or html is None:
             return None
         overhead = 8 * (len(text.markers) + len(html.markers))
