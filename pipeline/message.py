@@ -6,6 +6,7 @@ Providers with a JSON API read the fields directly (cheap); SMTP, the outbox and
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ import orjson
 # unsubscribe. Fold only at the hard 998 limit; bodies are quoted-printable (7-bit safe).
 WIRE = SMTP.clone(max_line_length=998)
 WIRE_UTF8 = WIRE.clone(utf8=True)
+# A display name that needs no quoting (RFC 5322 atext and spaces).
+SIMPLE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*\Z")
 
 
 @dataclass(slots=True)
@@ -59,6 +62,8 @@ class Message:
         A non-ASCII local part stays UTF-8 (RFC 6531); JSON APIs take it as is, and
         :func:`to_bytes` then writes an SMTPUTF8 message.
         """
+        if SIMPLE_NAME.match(self.to_name) and self.to_email.isascii():
+            return f"{self.to_name} <{self.to_email}>" if self.to_name else self.to_email
         return str(to_address(self))
 
     @property

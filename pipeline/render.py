@@ -123,7 +123,7 @@ class Template:
         self.fields = [(i, pieces[i]) for i in range(1, len(pieces), 2)]
         # The same parts JSON-escaped once per campaign: JSON providers embed the filled
         # result as is (orjson.Fragment) instead of escaping ~20 KB per recipient.
-        self.json_parts = [b'"'] + [_json_inner(p) for p in pieces] + [b'"']
+        self.json_parts = [b'"'] + [json_inner(p) for p in pieces] + [b'"']
         unknown = {name for _, name in self.fields} - set(PERSONAL_FIELDS)
         if unknown:
             raise ValueError(f"unknown personal field(s): {', '.join(sorted(unknown))}")
@@ -134,16 +134,27 @@ class Template:
             out[index] = values[name]
         return "".join(out)
 
-    def fill_json(self, values: dict[str, str]) -> bytes:
-        """The filled text as a JSON string literal (quotes included)."""
+    def fill_json(self, values: dict[str, bytes]) -> bytes:
+        """The filled text as a JSON string literal (quotes included); ``values`` are
+        already JSON-escaped (see :func:`json_inner`)."""
         out = self.json_parts.copy()
         for index, name in self.fields:
-            out[index + 1] = _json_inner(values[name])
+            out[index + 1] = values[name]
         return b"".join(out)
 
 
-def _json_inner(text: str) -> bytes:
-    return orjson.dumps(text)[1:-1]
+HTML_SPECIAL = re.compile(r"[&<>\"']")
+JSON_SPECIAL = re.compile(r'["\\\x00-\x1f]')
+
+
+def html_escape(text: str) -> str:
+    """``html.escape`` with a fast path for the common case of nothing to escape."""
+    return escape(text, quote=True) if HTML_SPECIAL.search(text) else text
+
+
+def json_inner(text: str) -> bytes:
+    """``text`` as the inside of a JSON string literal."""
+    return orjson.dumps(text)[1:-1] if JSON_SPECIAL.search(text) else text.encode()
 
 
 @dataclass
@@ -166,7 +177,7 @@ class Compiled:
         first = recipient.name.split()[0] if recipient.name.strip() else "there"
         text_fields = {"first_name": first, "name": recipient.name, "email": recipient.email}
         text_fields.update(links)
-        html_fields = {k: escape(v, quote=True) for k, v in text_fields.items()}
+        html_fields = {k: html_escape(v) for k, v in text_fields.items()}
         headers = dict(self.static_headers)
         headers["List-Unsubscribe"] = (
             f"<{links['unsubscribe_url']}>, <mailto:{s.unsubscribe_email}"
@@ -181,8 +192,8 @@ class Compiled:
             subject=self.subject,
             html=self.html_template.fill(html_fields),
             text=self.text_template.fill(text_fields),
-            html_json=self.html_template.fill_json(html_fields),
-            text_json=self.text_template.fill_json(text_fields),
+            html_json=self.html_template.fill_json(_json_values(html_fields)),
+            text_json=self.text_template.fill_json(_json_values(text_fields)),
             message_id=mid,
             reply_to=s.reply_to,
             headers=headers,
@@ -197,6 +208,10 @@ class Compiled:
             "preferences_url": f"{base}/preferences/{token}",
             "view_online_url": self.module.url or f"{base}/view/{self.module.slug}",
         }
+
+
+def _json_values(values: dict[str, str]) -> dict[str, bytes]:
+    return {k: json_inner(v) for k, v in values.items()}
 
 
 def asset_resolver(settings: Settings, *, preview: bool) -> Callable[[str], str]:

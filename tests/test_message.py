@@ -5,7 +5,9 @@ from __future__ import annotations
 import email
 import email.policy
 
-from pipeline.message import Message, to_bytes
+import pytest
+
+from pipeline.message import Message, to_address, to_bytes
 
 
 def msg(to_email: str, to_name: str = "") -> Message:
@@ -42,3 +44,11 @@ def test_display_names_are_quoted() -> None:
         msg("b@example.org", 'Ben "B" O\'Neil, Jr').to
         == '"Ben \\"B\\" O\'Neil, Jr" <b@example.org>'
     )
+
+
+@pytest.mark.parametrize(
+    "name", ["", "Ann", "Ann Lee", "O'Neil", "a-b_c", "Dr. Who", "x@y", "Zoë", "a,b", "(c)", "  "]
+)
+def test_fast_to_formatting_agrees_with_headerregistry(name: str) -> None:
+    m = msg("reader@example.com", name)
+    assert m.to == str(to_address(m))
