@@ -49,4 +49,4 @@ def get_provider(settings: Settings, *, sleep: Sleep | None = None) -> Provider:
     ``sleep`` replaces ``time.sleep`` in retries (tests pass a recorder).
     """
     cls = provider_class(settings.provider)
-    return cls.from_settings(settings, sleep=sleep)  # type: ignore[call-arg]
+    return cls.from_settings(settings, sleep=sleep)

@@ -63,8 +63,13 @@ class Provider(ABC):
 
     @classmethod
     @abstractmethod
-    def from_settings(cls, settings: Settings) -> Provider:
-        """Build the provider, raising ConfigError that names any missing secret."""
+    def from_settings(
+        cls, settings: Settings, *, sleep: Callable[[float], None] | None = None
+    ) -> Provider:
+        """Build the provider, raising ConfigError that names any missing secret.
+
+        ``sleep`` replaces ``time.sleep`` between retries (tests pass a recorder).
+        """
 
     @abstractmethod
     def send_batch(self, messages: Sequence[Message]) -> list[SendResult]:
