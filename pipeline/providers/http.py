@@ -14,7 +14,6 @@ caller does not mail anyone twice.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -27,7 +26,6 @@ from pipeline.errors import ProviderError
 from pipeline.providers.base import Provider
 from pipeline.providers.retry import (
     RetryPolicy,
-    Sleep,
     TryAgain,
     call_with_retry,
     retry_after_seconds,
@@ -49,12 +47,6 @@ class OutcomeUnknown(ProviderError):
 def encode_json(payload: Any) -> bytes:
     """Compact UTF-8 JSON, as sent on the wire (orjson: 3x the stdlib on email bodies)."""
     return orjson.dumps(payload)
-
-
-def retry_policy(settings: Settings, sleep: Sleep | None = None) -> RetryPolicy:
-    """The retry policy from ``[provider] max_retries``, with an injectable sleep."""
-    retries = int(settings.provider_options.get("max_retries", 5))
-    return RetryPolicy(max_retries=max(0, retries), sleep=sleep or time.sleep)
 
 
 class HttpProvider(Provider):

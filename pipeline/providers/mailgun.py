@@ -21,9 +21,9 @@ import requests
 from pipeline.errors import ConfigError
 from pipeline.message import Message
 from pipeline.providers.base import SendResult, Status, in_order, send_in_parts
-from pipeline.providers.http import HttpProvider, retry_policy
+from pipeline.providers.http import HttpProvider
 from pipeline.providers.merge import Template, factor, group_by, unique_by
-from pipeline.providers.retry import Sleep
+from pipeline.providers.retry import Sleep, retry_policy
 from pipeline.settings import Settings
 
 SECRET = "MAILGUN_API_KEY"

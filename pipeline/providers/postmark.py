@@ -17,8 +17,8 @@ import requests
 from pipeline.errors import ProviderError
 from pipeline.message import Message, json_bodies
 from pipeline.providers.base import SendResult, Status
-from pipeline.providers.http import JSON_HEADERS, HttpProvider, encode_json, retry_policy
-from pipeline.providers.retry import Sleep
+from pipeline.providers.http import JSON_HEADERS, HttpProvider, encode_json
+from pipeline.providers.retry import Sleep, retry_policy
 from pipeline.settings import Settings
 
 SECRET = "POSTMARK_SERVER_TOKEN"

@@ -20,8 +20,8 @@ import requests
 
 from pipeline.message import Message, json_bodies
 from pipeline.providers.base import SendResult, Status
-from pipeline.providers.http import JSON_HEADERS, HttpProvider, encode_json, retry_policy
-from pipeline.providers.retry import Sleep
+from pipeline.providers.http import JSON_HEADERS, HttpProvider, encode_json
+from pipeline.providers.retry import Sleep, retry_policy
 from pipeline.settings import Settings
 
 SECRET = "RESEND_API_KEY"

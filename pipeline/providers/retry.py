@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 from pipeline.errors import ProviderError
+from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.providers")
 
@@ -63,6 +64,12 @@ class RetryPolicy:
         if retry_after is not None:
             return max(0.0, retry_after)
         return self.backoff(attempt)
+
+
+def retry_policy(settings: Settings, sleep: Sleep | None = None) -> RetryPolicy:
+    """The policy from ``[provider] max_retries``, with an injectable sleep."""
+    retries = int(settings.provider_options.get("max_retries", 5))
+    return RetryPolicy(max_retries=max(0, retries), sleep=sleep or time.sleep)
 
 
 def call_with_retry(fn: Callable[[], T], policy: RetryPolicy, *, provider: str) -> T:

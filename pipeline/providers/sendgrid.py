@@ -20,9 +20,9 @@ import requests
 
 from pipeline.message import Message
 from pipeline.providers.base import SendResult, Status, in_order, send_in_parts
-from pipeline.providers.http import JSON_HEADERS, HttpProvider, encode_json, retry_policy
+from pipeline.providers.http import JSON_HEADERS, HttpProvider, encode_json
 from pipeline.providers.merge import Template, factor, group_by, unique_by
-from pipeline.providers.retry import Sleep
+from pipeline.providers.retry import Sleep, retry_policy
 from pipeline.settings import Settings
 
 SECRET = "SENDGRID_API_KEY"

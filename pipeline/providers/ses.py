@@ -22,8 +22,8 @@ from requests_aws4auth import AWS4Auth
 from pipeline.errors import ConfigError
 from pipeline.message import Message, json_bodies
 from pipeline.providers.base import SendResult, Status, send_in_parts
-from pipeline.providers.http import JSON_HEADERS, HttpProvider, encode_json, retry_policy
-from pipeline.providers.retry import Sleep
+from pipeline.providers.http import JSON_HEADERS, HttpProvider, encode_json
+from pipeline.providers.retry import Sleep, retry_policy
 from pipeline.settings import Settings
 
 PATH = "/v2/email/outbound-emails"

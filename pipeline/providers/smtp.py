@@ -23,8 +23,7 @@ from urllib.parse import unquote, urlsplit
 from pipeline.errors import ConfigError, ProviderError
 from pipeline.message import Message, to_bytes
 from pipeline.providers.base import Provider, SendResult, Status, send_in_parts
-from pipeline.providers.http import retry_policy
-from pipeline.providers.retry import RetryPolicy, Sleep, TryAgain, call_with_retry
+from pipeline.providers.retry import RetryPolicy, Sleep, TryAgain, call_with_retry, retry_policy
 from pipeline.settings import Settings
 
 SECRET = "SMTP_URL"
