@@ -197,6 +197,25 @@ def _deliveries_table(md: sa.MetaData) -> sa.Table:
     )
 
 
+def _confirmation_queue_table(md: sa.MetaData) -> sa.Table:
+    """Confirmation emails to send: written with the signup, sent by the mailer."""
+    return sa.Table(
+        "confirmation_queue",
+        md,
+        sa.Column(
+            "subscriber_id",
+            sa.Integer,
+            sa.ForeignKey("subscribers.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("due_at", UTCDateTime, nullable=False),  # next try, or end of a claim
+        sa.Column("claim", sa.String(36)),  # the mailer batch holding it
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("last_error", sa.Text, nullable=False, server_default=""),
+        sa.Index("ix_confirmation_queue_due", "due_at"),
+    )
+
+
 subscribers = _subscribers_table(metadata)
 subscriber_topics = _topics_table(metadata)
 consents = _consents_table(metadata)
@@ -204,6 +223,7 @@ suppressions = _suppressions_table(metadata)
 events = _events_table(metadata)
 campaigns = _campaigns_table(metadata)
 deliveries = _deliveries_table(metadata)
+confirmation_queue = _confirmation_queue_table(metadata)
 
 
 # ---------------------------------------------------------------------------------------
@@ -236,7 +256,14 @@ def _002_send_ledger(conn: Connection) -> None:
     _deliveries_table(md).create(conn)
 
 
-MIGRATIONS: list[Migration] = [_001_initial, _002_send_ledger]
+def _003_confirmation_queue(conn: Connection) -> None:
+    """confirmation emails queued with the signup, sent by the mailer"""
+    md = sa.MetaData()
+    sa.Table("subscribers", md, sa.Column("id", sa.Integer, primary_key=True))
+    _confirmation_queue_table(md).create(conn)
+
+
+MIGRATIONS: list[Migration] = [_001_initial, _002_send_ledger, _003_confirmation_queue]
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:
