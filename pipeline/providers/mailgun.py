@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
@@ -129,9 +130,8 @@ class MailgunProvider(HttpProvider):
     def _send(
         self, messages: Sequence[Message], text: Template, html: Template
     ) -> list[SendResult]:
-        fields = self.fields(messages, text, html)
-        files = [(name, (None, value.encode("utf-8"))) for name, value in fields]
-        response = self.post(self.path, files=files)
+        body, content_type = multipart(self.fields(messages, text, html))
+        response = self.post(self.path, body=body, headers={"Content-Type": content_type})
         return self.parse(response, messages)
 
     def fields(
@@ -213,6 +213,30 @@ class MailgunProvider(HttpProvider):
             ]
         half = len(messages) // 2
         return send_in_parts([messages[:half], messages[half:]], self._send_merged)
+
+
+def multipart(fields: Sequence[tuple[str, str]]) -> tuple[bytes, str]:
+    """``multipart/form-data`` (RFC 7578) for text fields: the body and its Content-Type.
+
+    Written here rather than through ``requests``' file encoder, which costs as much as
+    the rest of the request for a 1000-recipient batch.
+    """
+    encoded = [(_field_name(name), value.encode()) for name, value in fields]
+    boundary = uuid.uuid4().hex.encode()
+    while any(boundary in value for _, value in encoded):
+        boundary = uuid.uuid4().hex.encode()
+    dash = b"--" + boundary
+    parts = [
+        b'%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n' % (dash, name, value)
+        for name, value in encoded
+    ]
+    parts.append(dash + b"--\r\n")
+    return b"".join(parts), f"multipart/form-data; boundary={boundary.decode()}"
+
+
+def _field_name(name: str) -> bytes:
+    """A form field name, escaped as HTML does (a quote or line break cannot break out)."""
+    return name.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A").encode()
 
 
 def _shared_fields(m: Message) -> tuple[Any, ...]:
