@@ -5,7 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import json
+import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -70,7 +73,10 @@ def _job(settings: Settings, slug: str | None, topic: str | None) -> Job:
 @click.option("--worker", is_flag=True, help="Share the campaign with other workers (PostgreSQL).")
 @click.option("--batch-size", type=click.IntRange(1), help="Messages per provider call.")
 @click.option("--rate", type=click.FloatRange(0), help="Messages per second (0 = unlimited).")
-@click.option("--concurrency", type=click.IntRange(1), help="Batches in flight at once.")
+@click.option(
+    "--concurrency", type=click.IntRange(1), help="Sending processes sharing the campaign."
+)
+@click.option("--child", is_flag=True, hidden=True, help="Internal: a --concurrency helper.")
 @click.pass_context
 def send(
     ctx: click.Context,
@@ -84,6 +90,7 @@ def send(
     batch_size: int | None,
     rate: float | None,
     concurrency: int | None,
+    child: bool,
 ) -> None:
     """Send a content module to its topic's confirmed subscribers, exactly once.
 
@@ -96,6 +103,7 @@ def send(
       newsletter send hip-hinge --test-to me@example.com
       newsletter send hip-hinge --yes
       newsletter send hip-hinge --include-new --yes
+      newsletter send hip-hinge --concurrency 2 --yes  # two processes, one per core
       newsletter send hip-hinge --worker --yes      # one of several, on PostgreSQL
     """
     from pipeline.cli import get_settings
@@ -116,9 +124,14 @@ def send(
                 hint="set NEWSLETTER_DATABASE_URL=postgresql://... or drop --worker",
             )
         ledger = Ledger(store)
+        if child:
+            return _child(job, ledger, batch_size, rate)
         campaign, remaining = _open(job, ledger, store, yes=yes or worker, include_new=include_new)
-        sender = _sender(job, ledger, campaign.id, batch_size, rate, concurrency, worker)
-        tally, elapsed, error = _run(sender, remaining)
+        processes = concurrency or settings.send_concurrency
+        rate = settings.send_rate if rate is None else rate
+        sender = _sender(job, ledger, campaign.id, batch_size, rate / processes, worker)
+        helpers = _helper_args(ctx, job, sender, rate / processes) if processes > 1 else None
+        tally, elapsed, error = _run(sender, ledger, remaining, helpers, processes - 1)
         counts = ledger.counts(campaign.id)
     _summary(job, tally, counts, elapsed)
     if error is not None:
@@ -138,7 +151,7 @@ def _open(job: Job, ledger, store, *, yes: bool, include_new: bool):  # noqa: AN
     content_hash = hashlib.sha256(module.path.read_bytes()).hexdigest()
     campaign = ledger.campaign(module.slug, job.topic)
     if campaign is None:
-        audience = sum(1 for _ in store.eligible_recipients(job.topic))
+        audience = ledger.audience(job.topic)
         if audience == 0:
             raise SendError(
                 f"nobody to send to: no confirmed subscribers of {job.topic!r}",
@@ -195,7 +208,7 @@ def _confirm(job: Job, recipients: int, note: str, yes: bool) -> None:
     click.confirm(f"Send to {recipients} recipient(s)?", abort=True)
 
 
-def _sender(job: Job, ledger, campaign_id: int, batch_size, rate, concurrency, worker) -> Sender:  # noqa: ANN001
+def _sender(job: Job, ledger, campaign_id: int, batch_size, rate, worker) -> Sender:  # noqa: ANN001
     from subscribers.tokens import subscriber_token
 
     settings = job.settings
@@ -209,12 +222,18 @@ def _sender(job: Job, ledger, campaign_id: int, batch_size, rate, concurrency, w
         token_for=functools.partial(subscriber_token, settings.secret_key()),
         batch_size=size,
         limiter=RateLimiter(settings.send_rate if rate is None else rate),
-        concurrency=concurrency or settings.send_concurrency,
         lease=WORKER_LEASE if worker else dt.timedelta(0),
     )
 
 
-def _run(sender: Sender, remaining: int) -> tuple[Tally, float, ProviderError | None]:
+def _run(
+    sender: Sender,
+    ledger,
+    remaining: int,
+    helper_args: list[str] | None,
+    helpers: int,  # noqa: ANN001
+) -> tuple[Tally, float, ProviderError | None]:
+    """Send with a progress bar; with helper processes, the bar follows the ledger."""
     start = time.monotonic()
     error = None
     with click.progressbar(
@@ -225,12 +244,78 @@ def _run(sender: Sender, remaining: int) -> tuple[Tally, float, ProviderError | 
         file=sys.stderr,
         item_show_func=lambda _: _rate(sender.tally, start),
     ) as bar:
-        sender.progress = bar.update
         try:
-            sender.run()
+            if helper_args is None:
+                sender.progress = bar.update
+                sender.run()
+            else:
+                sender.run(drain=False)  # in-flight batches first, before any helper claims
+                _with_helpers(sender, ledger, helper_args, helpers, bar)
         except ProviderError as exc:
             error = exc
     return sender.tally, time.monotonic() - start, error
+
+
+def _helper_args(ctx: click.Context, job: Job, sender: Sender, rate: float) -> list[str]:
+    config = ctx.find_root().obj.get("config")
+    return [
+        sys.executable,
+        "-m",
+        "pipeline",
+        *(["--config", config] if config else []),
+        "send",
+        job.module.slug,
+        "--topic",
+        job.topic,
+        "--child",
+        "--batch-size",
+        str(sender.batch_size),
+        "--rate",
+        str(rate),
+    ]
+
+
+def _with_helpers(sender: Sender, ledger, args: list[str], helpers: int, bar) -> None:  # noqa: ANN001
+    """Run ``helpers`` child processes and this one on the same queue; merge tallies."""
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, text=True) for _ in range(helpers)]
+    done = threading.Event()
+    poller = threading.Thread(target=_follow, args=(ledger, sender.campaign_id, bar, done))
+    poller.start()
+    try:
+        sender.run(recover=False)
+    finally:
+        outputs = [p.communicate()[0] for p in procs]
+        done.set()
+        poller.join()
+    for proc, out in zip(procs, outputs, strict=True):
+        last = out.strip().splitlines()[-1] if out.strip() else "{}"
+        sender.tally.merge(json.loads(last) if last.startswith("{") else {})
+        if proc.returncode:
+            click.secho(f"a sending process stopped (exit {proc.returncode})", fg="red", err=True)
+
+
+def _follow(ledger, campaign_id: int, bar, done: threading.Event) -> None:  # noqa: ANN001
+    """Move the progress bar by what every process has recorded in the ledger."""
+
+    def finished() -> int:
+        counts = ledger.counts(campaign_id)
+        return sum(counts.get(s, 0) for s in ("sent", "failed", "skipped", "retry"))
+
+    base = finished()
+    while not done.wait(0.3):
+        bar.update(finished() - base - bar.pos)
+
+
+def _child(job: Job, ledger, batch_size: int | None, rate: float | None) -> None:  # noqa: ANN001
+    """A --concurrency helper: drain the existing campaign, print the tally as JSON."""
+    campaign = ledger.campaign(job.module.slug, job.topic)
+    if campaign is None:
+        raise SendError(f"no campaign {job.module.slug!r} ({job.topic}) to help with")
+    sender = _sender(job, ledger, campaign.id, batch_size, rate, worker=True)
+    try:
+        sender.run(recover=False)
+    finally:
+        click.echo(json.dumps(sender.tally.as_dict()))
 
 
 def _rate(tally: Tally, start: float) -> str:

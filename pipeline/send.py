@@ -12,7 +12,7 @@ import datetime as dt
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -27,21 +27,22 @@ Progress = Callable[[int], None]
 
 class Claimed(Protocol):
     claim: str
-    rows: list[tuple[int, str, str]]
+    rows: list[tuple[int, str, str]]  # (id, email, name) of those still eligible
+    left: list[int]  # ids of those who left the list since the snapshot
 
 
 class Ledger(Protocol):
     """What the send loop needs of the ledger."""
 
-    def claim(self, campaign_id: int, limit: int) -> Claimed | None: ...
+    def claim(self, campaign_id: int, limit: int, topic: str) -> Claimed | None: ...
 
-    def recover(self, campaign_id: int, *, older_than: dt.timedelta) -> Sequence[Claimed]: ...
+    def recover(
+        self, campaign_id: int, topic: str, *, older_than: dt.timedelta
+    ) -> Sequence[Claimed]: ...
 
     def record(self, campaign_id: int, claim: str, outcomes: Sequence[Outcome]) -> None: ...
 
     def release(self, campaign_id: int, claim: str) -> None: ...
-
-    def still_eligible(self, ids: Iterable[int], topic: str) -> set[int]: ...
 
     def suppress(self, email: str, reason: str, source: str) -> None: ...
 
@@ -66,6 +67,17 @@ class Tally:
     batches: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def merge(self, other: dict[str, object]) -> None:
+        """Add another process's tally (from :meth:`as_dict`)."""
+        with self.lock:
+            for name in ("sent", "failed", "retry", "skipped", "suppressed", "batches"):
+                setattr(self, name, getattr(self, name) + int(other.get(name, 0)))  # type: ignore[call-overload]
+            self.reasons.update(other.get("reasons", {}))  # type: ignore[arg-type]
+
+    def as_dict(self) -> dict[str, object]:
+        names = ("sent", "failed", "retry", "skipped", "suppressed", "batches")
+        return {**{n: getattr(self, n) for n in names}, "reasons": dict(self.reasons)}
 
     def add(self, outcomes: Sequence[Outcome], suppressed: int) -> None:
         with self.lock:
@@ -114,7 +126,6 @@ class Sender:
     token_for: TokenFor
     batch_size: int
     limiter: RateLimiter
-    concurrency: int = 1
     lease: dt.timedelta = dt.timedelta(0)  # in-flight batches older than this are retaken
     progress: Progress = lambda n: None
     tally: Tally = field(default_factory=Tally)
@@ -123,63 +134,31 @@ class Sender:
     def topic(self) -> str:
         return self.compiled.module.topic
 
-    def run(self) -> Tally:
-        """Recover batches left in flight, then drain the queue. ProviderError stops it."""
+    def run(self, *, recover: bool = True, drain: bool = True) -> Tally:
+        """Retake batches left in flight (``recover``), then empty the queue (``drain``).
+
+        A :class:`ProviderError` stops the run; its batch is back in the queue.
+        """
         provider = self.provider_factory()
         try:
-            for batch in self.ledger.recover(self.campaign_id, older_than=self.lease):
+            if recover:
+                stale = self.ledger.recover(self.campaign_id, self.topic, older_than=self.lease)
+                for batch in stale:
+                    self.send(provider, batch)
+            while drain and (
+                batch := self.ledger.claim(self.campaign_id, self.batch_size, self.topic)
+            ):
                 self.send(provider, batch)
-            if self.concurrency <= 1:
-                self.drain(provider)
-            else:
-                self._drain_threads(provider)
         finally:
             provider.close()
         return self.tally
 
-    def drain(self, provider: Provider) -> None:
-        while True:
-            batch = self.ledger.claim(self.campaign_id, self.batch_size)
-            if batch is None:
-                return
-            self.send(provider, batch)
-
-    def _drain_threads(self, first: Provider) -> None:
-        errors: list[BaseException] = []
-        stop = threading.Event()
-
-        def work(provider: Provider) -> None:
-            try:
-                while not stop.is_set():
-                    batch = self.ledger.claim(self.campaign_id, self.batch_size)
-                    if batch is None:
-                        return
-                    self.send(provider, batch)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-                errors.append(exc)
-                stop.set()
-            finally:
-                if provider is not first:
-                    provider.close()
-
-        providers = [first] + [self.provider_factory() for _ in range(self.concurrency - 1)]
-        threads = [threading.Thread(target=work, args=(p,), daemon=True) for p in providers]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise errors[0]
-
     def send(self, provider: Provider, batch: Claimed) -> None:
         """One claimed batch: skip leavers, send the rest, record every outcome."""
-        eligible = self.ledger.still_eligible([row[0] for row in batch.rows], self.topic)
         skipped = [
-            Outcome(r[0], "skipped", reason="left the list before sending")
-            for r in batch.rows
-            if r[0] not in eligible
+            Outcome(sid, "skipped", reason="left the list before sending") for sid in batch.left
         ]
-        rows = [r for r in batch.rows if r[0] in eligible]
+        rows = batch.rows
         messages = [self.message(r) for r in rows]
         results: list[SendResult] = []
         if messages:
@@ -193,7 +172,7 @@ class Sender:
         self.ledger.record(self.campaign_id, batch.claim, outcomes)
         suppressed = self._suppress(rows, results, provider.name)
         self.tally.add(outcomes, suppressed)
-        self.progress(len(batch.rows))
+        self.progress(len(rows) + len(skipped))
 
     def message(self, row: tuple[int, str, str]) -> Message:
         sid, email, name = row

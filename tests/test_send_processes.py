@@ -131,3 +131,32 @@ def test_throttled_provider_loses_nothing_and_duplicates_nothing(
     assert result.returncode == 0, result.stdout + result.stderr
     assert got["requests"] > n // 100  # some requests were answered 429 and retried
     assert got["total"] == n and set(got["to"].values()) == {1}
+
+
+def test_concurrency_two_processes_on_sqlite(project: Path, tmp_path: Path) -> None:
+    n = 4000
+    db = f"sqlite:///{tmp_path / 'two.db'}"
+    with SinkProcess("postmark") as sink:
+        env = postmark_project(project, sink.url, db)
+        with Store(db) as store:
+            fill(store, n)
+        result = subprocess.run(
+            [
+                *NEWSLETTER,
+                "send",
+                "hip-hinge",
+                "--yes",
+                "--concurrency",
+                "2",
+                "--batch-size",
+                "100",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        got = sink.received()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert got["total"] == n and set(got["to"].values()) == {1}
+    assert f"this run sent {n}, failed 0" in result.stdout  # the helper's share is counted
