@@ -6,6 +6,8 @@ Providers with a JSON API read the fields directly (cheap); SMTP, the outbox and
 
 from __future__ import annotations
 
+import binascii
+import functools
 import re
 import time
 import uuid
@@ -118,5 +120,74 @@ def to_mime(msg: Message) -> EmailMessage:
 def to_bytes(msg: Message) -> bytes:
     """The wire form: RFC 5322 bytes, every line ending CRLF, headers folded at 998.
 
-    A recipient whose local part is not ASCII gets an RFC 6531 (SMTPUTF8) message."""
-    return to_mime(msg).as_bytes(policy=WIRE_UTF8 if msg.needs_smtputf8 else WIRE)
+    The same message :func:`to_mime` describes, written directly: the email package
+    takes ~4 ms per message, which an SMTP send of a whole list cannot afford. Headers
+    that need RFC 2047 still go through the email package (cached per value). A
+    recipient whose local part is not ASCII gets an RFC 6531 (SMTPUTF8) message.
+    """
+    boundary = f"=_{uuid.uuid4().hex}"
+    lines = [
+        f"From: {_encoded('From', msg.from_addr)}",
+        f"To: {_to_header(msg)}",
+        f"Subject: {_encoded('Subject', msg.subject)}",
+        f"Date: {formatdate(localtime=False, usegmt=True)}",
+        f"Message-ID: {_one_line(msg.message_id)}",
+    ]
+    if msg.reply_to:
+        lines.append(f"Reply-To: {_encoded('Reply-To', msg.reply_to)}")
+    lines += [f"{name}: {_encoded(name, value)}" for name, value in msg.headers.items()]
+    lines += [
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/alternative; boundary="{boundary}"',
+        "",
+        "",
+    ]
+    head = "\r\n".join(lines).encode("utf-8")
+    return b"".join(
+        [
+            head,
+            _part(boundary, "plain", msg.text),
+            _part(boundary, "html", msg.html),
+            f"--{boundary}--\r\n".encode(),
+        ]
+    )
+
+
+def _part(boundary: str, subtype: str, text: str) -> bytes:
+    head = (
+        f'--{boundary}\r\nContent-Type: text/{subtype}; charset="utf-8"\r\n'
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    )
+    body = text.replace("\r\n", "\n").replace("\r", "\n")
+    encoded = binascii.b2a_qp(body.encode("utf-8"), istext=True)  # 76-character lines
+    if not encoded.endswith(b"\n"):
+        encoded += b"\n"
+    # The CRLF before the next boundary belongs to the delimiter (RFC 2046), so one more
+    # keeps the body's own last line break.
+    return head.encode() + encoded.replace(b"\n", b"\r\n") + b"\r\n"
+
+
+def _one_line(value: str) -> str:
+    """No header value ever carries a line break of its own (header injection)."""
+    return value.replace("\r", " ").replace("\n", " ")
+
+
+@functools.lru_cache(maxsize=256)
+def _encoded(name: str, value: str) -> str:
+    """A header value as the email package writes it (RFC 2047 only where needed)."""
+    value = _one_line(value)
+    if value.isascii() and len(value) < 900:
+        return value
+    mime = EmailMessage(policy=WIRE)
+    mime[name] = value
+    return mime.as_string(policy=WIRE).split(":", 1)[1].strip().replace("\n", "\r\n")
+
+
+def _to_header(msg: Message) -> str:
+    if msg.needs_smtputf8:
+        return _one_line(msg.to)  # RFC 6531: UTF-8 as is
+    if msg.to.isascii():
+        return _one_line(msg.to)
+    mime = EmailMessage(policy=WIRE)
+    mime["To"] = to_address(msg)
+    return mime.as_string(policy=WIRE).split(":", 1)[1].strip().replace("\n", "\r\n")

@@ -52,3 +52,34 @@ def test_display_names_are_quoted() -> None:
 def test_fast_to_formatting_agrees_with_headerregistry(name: str) -> None:
     m = msg("reader@example.com", name)
     assert m.to == str(to_address(m))
+
+
+@pytest.mark.parametrize(
+    ("to_email", "name"),
+    [("r@example.com", "Ann"), ("z@bücher.de", 'Zoë "Z"'), ("chloé@exämple.de", "Chloé")],
+)
+def test_direct_writer_matches_the_email_package(to_email: str, name: str) -> None:
+    from pipeline.message import WIRE, to_mime
+
+    m = msg(to_email, name)
+    m.text = "Héllo = wörld " * 20 + "\nline two\n"
+    m.html = "<p>" + "é" * 300 + "</p>\n"
+    fast, slow = to_bytes(m), to_mime(m).as_bytes(policy=WIRE.clone(utf8=m.needs_smtputf8))
+
+    def parse(raw: bytes) -> email.message.EmailMessage:
+        return email.message_from_string(raw.decode("utf-8"), policy=email.policy.default)
+
+    a, b = parse(fast), parse(slow)
+    for header in ("From", "To", "Subject", "Message-ID", "List-Unsubscribe"):
+        assert str(a[header]) == str(b[header]), header
+    for kind in ("plain", "html"):
+        assert a.get_body((kind,)).get_content() == b.get_body((kind,)).get_content()
+    body = fast.split(b"\r\n\r\n", 1)[1]
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76  # quoted-printable lines
+
+
+def test_header_values_cannot_inject_headers() -> None:
+    m = msg("r@example.com", "Ann")
+    m.subject = "Hi\r\nBcc: victim@example.com"
+    raw = to_bytes(m)
+    assert b"\r\nBcc:" not in raw
