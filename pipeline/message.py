@@ -56,6 +56,9 @@ class Message:
     # made them (see pipeline.render.Template.fill_json); JSON providers embed them.
     html_json: bytes = b""
     text_json: bytes = b""
+    # ... and as quoted-printable bodies for the MIME writer (see Template.fill_qp).
+    html_qp: bytes = b""
+    text_qp: bytes = b""
 
     @property
     def to(self) -> str:
@@ -146,25 +149,29 @@ def to_bytes(msg: Message) -> bytes:
     return b"".join(
         [
             head,
-            _part(boundary, "plain", msg.text),
-            _part(boundary, "html", msg.html),
+            _part(boundary, "plain", msg.text, msg.text_qp),
+            _part(boundary, "html", msg.html, msg.html_qp),
             f"--{boundary}--\r\n".encode(),
         ]
     )
 
 
-def _part(boundary: str, subtype: str, text: str) -> bytes:
+def _part(boundary: str, subtype: str, text: str, encoded: bytes = b"") -> bytes:
     head = (
         f'--{boundary}\r\nContent-Type: text/{subtype}; charset="utf-8"\r\n'
         "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
-    )
+    ).encode()
+    if encoded:  # pre-encoded by the renderer (CRLF lines); end on a real line break
+        if encoded.endswith(b"=\r\n"):
+            encoded = encoded[:-3] + b"\r\n"
+        return head + encoded + b"\r\n"
     body = text.replace("\r\n", "\n").replace("\r", "\n")
     encoded = binascii.b2a_qp(body.encode("utf-8"), istext=True)  # 76-character lines
     if not encoded.endswith(b"\n"):
         encoded += b"\n"
     # The CRLF before the next boundary belongs to the delimiter (RFC 2046), so one more
     # keeps the body's own last line break.
-    return head.encode() + encoded.replace(b"\n", b"\r\n") + b"\r\n"
+    return head + encoded.replace(b"\n", b"\r\n") + b"\r\n"
 
 
 def _one_line(value: str) -> str:

@@ -12,6 +12,7 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email import quoprimime
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ PERSONAL_FIELDS = (
     "view_online_url",
 )
 MARKER = "%%nl:{}%%"
+ENCODINGS = frozenset({"json", "mime"})
 MARKER_RE = re.compile(r"%%nl:([a-z_]+)%%")
 INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
 
@@ -115,7 +117,7 @@ class Template:
     can type anything, braces included, into their name.
     """
 
-    __slots__ = ("fields", "json_parts", "parts")
+    __slots__ = ("fields", "json_parts", "parts", "qp_parts")
 
     def __init__(self, text: str) -> None:
         pieces = MARKER_RE.split(text)
@@ -124,6 +126,9 @@ class Template:
         # The same parts JSON-escaped once per campaign: JSON providers embed the filled
         # result as is (orjson.Fragment) instead of escaping ~20 KB per recipient.
         self.json_parts = [b'"'] + [json_inner(p) for p in pieces] + [b'"']
+        # And quoted-printable, each part on lines of its own (soft breaks between),
+        # so the MIME writer only encodes the few personal values per recipient.
+        self.qp_parts = [qp_inner(p) for p in pieces]
         unknown = {name for _, name in self.fields} - set(PERSONAL_FIELDS)
         if unknown:
             raise ValueError(f"unknown personal field(s): {', '.join(sorted(unknown))}")
@@ -133,6 +138,13 @@ class Template:
         for index, name in self.fields:
             out[index] = values[name]
         return "".join(out)
+
+    def fill_qp(self, values: dict[str, bytes]) -> bytes:
+        """The filled text as a quoted-printable body (CRLF lines of at most 76)."""
+        out = self.qp_parts.copy()
+        for index, name in self.fields:
+            out[index] = values[name]
+        return b"".join(out)
 
     def fill_json(self, values: dict[str, bytes]) -> bytes:
         """The filled text as a JSON string literal (quotes included); ``values`` are
@@ -150,6 +162,19 @@ JSON_SPECIAL = re.compile(r'["\\\x00-\x1f]')
 def html_escape(text: str) -> str:
     """``html.escape`` with a fast path for the common case of nothing to escape."""
     return escape(text, quote=True) if HTML_SPECIAL.search(text) else text
+
+
+SOFT_BREAK = b"=\r\n"
+
+
+def qp_inner(text: str) -> bytes:
+    """``text`` quoted-printable on lines of at most 75, ending where a next part can
+    start a line of its own (a soft break, unless it ends with a line break)."""
+    if not text:
+        return b""
+    raw = text.encode("utf-8").decode("latin-1")
+    encoded = quoprimime.body_encode(raw, maxlinelen=75, eol="\r\n").encode("ascii")
+    return encoded if text.endswith("\n") else encoded + SOFT_BREAK
 
 
 def json_inner(text: str) -> bytes:
@@ -170,8 +195,18 @@ class Compiled:
     body: Body
     static_headers: dict[str, str] = field(default_factory=dict)
 
-    def personalize(self, recipient: Recipient, *, message_id: str | None = None) -> Message:
-        """The Message for one recipient; anything they typed is HTML-escaped."""
+    def personalize(
+        self,
+        recipient: Recipient,
+        *,
+        message_id: str | None = None,
+        encodings: frozenset[str] = ENCODINGS,
+    ) -> Message:
+        """The Message for one recipient; anything they typed is HTML-escaped.
+
+        ``encodings`` says which pre-encoded bodies to add ("json", "mime"): the ones
+        the provider at hand reads (``Provider.encodings``).
+        """
         s = self.settings
         links = self.links(recipient.token)
         first = recipient.name.split()[0] if recipient.name.strip() else "there"
@@ -192,14 +227,25 @@ class Compiled:
             subject=self.subject,
             html=self.html_template.fill(html_fields),
             text=self.text_template.fill(text_fields),
-            html_json=self.html_template.fill_json(_json_values(html_fields)),
-            text_json=self.text_template.fill_json(_json_values(text_fields)),
+            **self._encoded(html_fields, text_fields, encodings),
             message_id=mid,
             reply_to=s.reply_to,
             headers=headers,
             tag=self.module.slug,
             metadata={"campaign": self.module.slug, "recipient": str(recipient.id)},
         )
+
+    def _encoded(
+        self, html: dict[str, str], text: dict[str, str], encodings: frozenset[str]
+    ) -> dict[str, bytes]:
+        found = {}
+        if "json" in encodings:
+            found["html_json"] = self.html_template.fill_json(_json_values(html))
+            found["text_json"] = self.text_template.fill_json(_json_values(text))
+        if "mime" in encodings:
+            found["html_qp"] = self.html_template.fill_qp(_qp_values(html))
+            found["text_qp"] = self.text_template.fill_qp(_qp_values(text))
+        return found
 
     def links(self, token: str) -> dict[str, str]:
         base = self.settings.base_url
@@ -212,6 +258,10 @@ class Compiled:
 
 def _json_values(values: dict[str, str]) -> dict[str, bytes]:
     return {k: json_inner(v) for k, v in values.items()}
+
+
+def _qp_values(values: dict[str, str]) -> dict[str, bytes]:
+    return {k: qp_inner(v) for k, v in values.items()}
 
 
 def asset_resolver(settings: Settings, *, preview: bool) -> Callable[[str], str]:

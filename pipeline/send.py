@@ -159,7 +159,7 @@ class Sender:
             Outcome(sid, "skipped", reason="left the list before sending") for sid in batch.left
         ]
         rows = batch.rows
-        messages = [self.message(r) for r in rows]
+        messages = [self.message(r, provider.encodings) for r in rows]
         results: list[SendResult] = []
         if messages:
             self.limiter.wait(len(messages))
@@ -174,9 +174,12 @@ class Sender:
         self.tally.add(outcomes, suppressed)
         self.progress(len(rows) + len(skipped))
 
-    def message(self, row: tuple[int, str, str]) -> Message:
+    def message(
+        self, row: tuple[int, str, str], encodings: frozenset[str] = frozenset()
+    ) -> Message:
         sid, email, name = row
-        return self.compiled.personalize(Recipient(sid, email, name, self.token_for(sid)))
+        recipient = Recipient(sid, email, name, self.token_for(sid))
+        return self.compiled.personalize(recipient, encodings=encodings)
 
     def _suppress(
         self, rows: list[tuple[int, str, str]], results: Sequence[SendResult], provider: str

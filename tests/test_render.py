@@ -137,3 +137,18 @@ def test_pre_encoded_json_bodies_match_the_text(seed, name: str) -> None:
     msg = seed.personalize(Recipient(1, "a@x.example", name, "t"))
     decoded = json.loads(b'{"html":' + msg.html_json + b',"text":' + msg.text_json + b"}")
     assert decoded == {"html": msg.html, "text": msg.text}
+
+
+@pytest.mark.parametrize(
+    "name", [*HOSTILE, "Zoë = O'Brien  ", "x" * 200, "tab\there", "   ", "=3D=", "é" * 90]
+)
+def test_pre_encoded_mime_bodies_decode_to_the_text(seed, name: str) -> None:
+    msg = seed.personalize(Recipient(1, "a@x.example", name, "t"), encodings=frozenset({"mime"}))
+    assert msg.html_qp and msg.text_qp and not msg.html_json
+    raw = to_bytes(msg)
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed.get_body(("plain",)).get_content() == msg.text.replace("\n", "\r\n")
+    html_part = parsed.get_body(("html",)).get_content()
+    assert html_part.rstrip("\r\n") == msg.html.replace("\n", "\r\n").rstrip("\r\n")
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76

@@ -60,6 +60,9 @@ class Provider(ABC):
     max_batch: ClassVar[int] = 1
     # True when a retried request cannot deliver twice (Resend's Idempotency-Key).
     idempotent: ClassVar[bool] = False
+    # Pre-encoded bodies this provider reads from Message ("json": html_json/text_json,
+    # "mime": html_qp/text_qp for pipeline.message.to_bytes); the renderer makes only these.
+    encodings: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     @abstractmethod

@@ -21,6 +21,7 @@ from pipeline.settings import Settings
 
 class OutboxProvider(Provider):
     name = "outbox"
+    encodings = frozenset({"mime"})
     max_batch = 1000
 
     def __init__(self, directory: Path) -> None:

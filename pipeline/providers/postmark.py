@@ -53,6 +53,7 @@ INACTIVE_OK = "inactive addresses"
 
 class PostmarkProvider(HttpProvider):
     name = "postmark"
+    encodings = frozenset({"json"})
     max_batch = 500
     default_base_url = "https://api.postmarkapp.com"
     auth_hint = ACCOUNT_ERRORS[10]

@@ -60,6 +60,7 @@ def idempotency_key(messages: Sequence[Message]) -> str:
 
 class ResendProvider(HttpProvider):
     name = "resend"
+    encodings = frozenset({"json"})
     max_batch = 100
     idempotent = True
     default_base_url = "https://api.resend.com"

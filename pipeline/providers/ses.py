@@ -68,6 +68,7 @@ TRANSIENT_ERRORS = frozenset({"TooManyRequestsException", "ThrottlingException",
 
 class SesProvider(HttpProvider):
     name = "ses"
+    encodings = frozenset({"json"})
     max_batch = 50
     auth_hint = f"check {CREDENTIALS}, their ses:SendEmail permission and provider.ses_region"
 

@@ -116,6 +116,7 @@ class RecipientTryAgain(TryAgain):
 
 class SmtpProvider(Provider):
     name = "smtp"
+    encodings = frozenset({"mime"})
     max_batch = 100
 
     def __init__(
