@@ -1,16 +1,19 @@
-"""Links in emails and pages, and the double opt-in email through the configured provider."""
+"""Links in emails and pages, and the double opt-in emails through the configured provider."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
-from pipeline.errors import ProviderError
+from pipeline.errors import PipelineError, ProviderError
 from pipeline.message import Message
 from pipeline.providers.base import Provider, SendResult
 from pipeline.settings import Settings
-from subscribers.store import Store
+from subscribers.store import PendingConfirmation, Store
 from subscribers.tokens import confirm_token, subscriber_token
+
+MAX_BATCH = 100  # confirmations per provider call (fewer when the provider takes fewer)
 
 
 class Links:
@@ -30,12 +33,26 @@ class Links:
         return f"{self.base}/preferences/{subscriber_token(self.secret_key, subscriber_id)}"
 
 
-class ConfirmationSender:
-    """Renders the confirmation email (pipeline.transactional) and sends it.
+@dataclass
+class DrainResult:
+    """What one :meth:`ConfirmationSender.drain` did."""
 
-    ``provider`` given: that instance is shared (behind a lock). Otherwise each thread
-    builds its own from settings on first use, since a provider may hold a connection
-    (SMTP) that is not safe to share between threads.
+    claimed: int = 0
+    sent: list[int] = field(default_factory=list)
+    retrying: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)  # given up
+    suppressed: list[int] = field(default_factory=list)  # the provider says: never again
+    errors: list[str] = field(default_factory=list)
+
+
+class ConfirmationSender:
+    """Renders confirmation emails (pipeline.transactional) and sends them.
+
+    :meth:`drain` sends what the store's confirmation queue holds, in provider-sized
+    batches; :meth:`send` mails one directly (the CLI). ``provider`` given: that
+    instance is shared (behind a lock). Otherwise each thread builds its own from
+    settings on first use, since a provider may hold a connection (SMTP) that is not
+    safe to share between threads.
     """
 
     def __init__(
@@ -54,19 +71,64 @@ class ConfirmationSender:
         self._factory = factory
         self._local = threading.local()
 
+    def drain(self, *, ids: Sequence[int] | None = None, limit: int = MAX_BATCH) -> DrainResult:
+        """Claim due confirmations (only ``ids`` when given), send them, record the outcome.
+
+        Failures are retried later with backoff by the store; nothing here raises for a
+        provider problem, it is reported in the result.
+        """
+        limit = max(1, min(limit, self._provider().max_batch))
+        claim, items = self.store.claim_confirmations(limit=limit, ids=ids)
+        result = DrainResult(claimed=len(items))
+        if not items:
+            return result
+        try:
+            messages = [self.build(i.subscriber_id, i.email, i.name, i.topics) for i in items]
+            outcomes = self._send(messages)
+        except PipelineError as exc:  # the whole batch: provider down, template broken
+            result.errors.append(str(exc))
+            for item in items:
+                self._failed(result, claim, item.subscriber_id, str(exc), retry=True)
+            return result
+        for item, outcome in zip(items, outcomes, strict=True):
+            self._record(result, claim, item, outcome)
+        self.store.confirmations_sent(claim, result.sent)
+        return result
+
+    def _record(
+        self, result: DrainResult, claim: str, item: PendingConfirmation, outcome: SendResult
+    ) -> None:
+        if outcome.accepted:
+            result.sent.append(item.subscriber_id)
+            return
+        result.errors.append(outcome.reason)
+        if outcome.suppress:
+            self.store.suppress(item.email, "bounced", source=f"confirmation: {outcome.reason}")
+            self.store.confirmation_failed(claim, item.subscriber_id, outcome.reason, retry=False)
+            result.suppressed.append(item.subscriber_id)
+            return
+        self._failed(result, claim, item.subscriber_id, outcome.reason, retry=outcome.retryable)
+
+    def _failed(
+        self, result: DrainResult, claim: str, sid: int, error: str, *, retry: bool
+    ) -> None:
+        if self.store.confirmation_failed(claim, sid, error, retry=retry):
+            result.retrying.append(sid)
+        else:
+            result.failed.append(sid)
+
     def send(self, subscriber_id: int, email: str, name: str, topics: Sequence[str]) -> None:
-        """Send a fresh confirmation link; ProviderError when it could not go out."""
-        message = self.build(subscriber_id, email, name, topics)
-        result = self._send(message)
-        if result.suppress:
-            self.store.suppress(email, "bounced", source=f"confirmation: {result.reason}"[:200])
-        elif not result.accepted:
-            self.store.log_event(subscriber_id, "confirmation_failed", result.reason)
+        """Send one confirmation link now; ProviderError when it could not go out."""
+        outcome = self._send([self.build(subscriber_id, email, name, topics)])[0]
+        if outcome.suppress:
+            self.store.suppress(email, "bounced", source=f"confirmation: {outcome.reason}"[:200])
+        elif not outcome.accepted:
+            self.store.log_event(subscriber_id, "confirmation_failed", outcome.reason)
             raise ProviderError(
                 "the confirmation email could not be sent",
                 provider=self.settings.provider,
-                reason=result.reason,
-                retryable=result.retryable,
+                reason=outcome.reason,
+                retryable=outcome.retryable,
             )
 
     def build(self, subscriber_id: int, email: str, name: str, topics: Sequence[str]) -> Message:
@@ -86,14 +148,19 @@ class ConfirmationSender:
         message.headers.setdefault("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
         return message
 
-    def _send(self, message: Message) -> SendResult:
+    def _send(self, messages: Sequence[Message]) -> list[SendResult]:
         if self._shared is not None:
             with self._shared_lock:
-                return self._shared.send_batch([message])[0]
+                return self._shared.send_batch(messages)
+        return self._provider().send_batch(messages)
+
+    def _provider(self) -> Provider:
+        if self._shared is not None:
+            return self._shared
         provider = getattr(self._local, "provider", None)
         if provider is None:
             provider = self._local.provider = self._make_provider()
-        return provider.send_batch([message])[0]
+        return provider
 
     def _make_provider(self) -> Provider:
         if self._factory is not None:
@@ -101,3 +168,8 @@ class ConfirmationSender:
         from pipeline.providers import get_provider
 
         return get_provider(self.settings)
+
+    def close(self) -> None:
+        provider = getattr(self._local, "provider", None)
+        if provider is not None:
+            provider.close()

@@ -1,17 +1,20 @@
-"""``newsletter serve``: the web app under gunicorn (threads per worker, keep-alive).
+"""``newsletter serve``: the web app under gunicorn (threads per worker, keep-alive),
+plus the mailer process that sends the queued confirmation emails.
 
 The schema is migrated once in the master before forking; each worker then builds its
 own app (and database engine) after the fork, so no connection is shared across
-processes.
+processes. Workers only queue confirmation emails (``confirmations="queue"``).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
 from pipeline.settings import Settings
+from subscribers.mailer import start_mailer, stop_mailer
 from subscribers.store import Store
 
 
@@ -28,7 +31,7 @@ class Server(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         from subscribers.web import create_app
 
-        return create_app(self.settings)
+        return create_app(self.settings, confirmations="queue")
 
 
 def serve(
@@ -55,5 +58,15 @@ def serve(
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "newsletter-web",
+        # gunicorn's control socket is one fixed path per user: several `serve`s at once
+        # (tests, benchmarks, a second site) would fight over it. We do not use it.
+        "control_socket_disable": True,
     }
-    Server(settings, options).run()
+    master = os.getpid()
+    mailer = start_mailer(settings)
+    try:
+        Server(settings, options).run()
+    finally:
+        # Workers are forks of this process and unwind through here too on exit.
+        if os.getpid() == master:
+            stop_mailer(mailer)

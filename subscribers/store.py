@@ -13,8 +13,10 @@ goes out, and :meth:`Store.suppress` / :meth:`Store.mark_status` record what web
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +34,10 @@ CONFIRMATION_WINDOW = dt.timedelta(hours=1)
 PENDING_EXPIRY = dt.timedelta(days=7)  # the confirm token's lifetime
 SUPPRESSION_STATUS = {"bounced": "bounced", "complained": "complained"}
 PAGE = 1000
+CLAIM_LEASE = dt.timedelta(minutes=2)  # a mailer batch must finish within this
+CONFIRMATION_ATTEMPTS = 8
+RETRY_BASE = dt.timedelta(seconds=30)  # 30 s, 1 min, 2 min ... capped at RETRY_MAX
+RETRY_MAX = dt.timedelta(hours=1)
 Clock = Callable[[], dt.datetime]
 
 
@@ -67,12 +73,23 @@ class Subscriber:
 class SignupOutcome:
     """``action``: new | resend | capped | already_active | suppressed.
 
-    ``send_confirmation`` is True when the caller should mail a fresh confirmation link.
+    ``send_confirmation`` is True when a fresh confirmation email was queued (see
+    :meth:`Store.claim_confirmations`).
     """
 
     subscriber_id: int | None
     action: str
     send_confirmation: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PendingConfirmation:
+    """A confirmation email to send now (from :meth:`Store.claim_confirmations`)."""
+
+    subscriber_id: int
+    email: str
+    name: str
+    topics: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +134,10 @@ class Store:
         self.topics = tuple(topics)
         self.engine = make_engine(url)
         self._writer = writer(self.engine)
+        # SQLite has one writer at a time. Threads of this process queue here (woken at
+        # once) instead of in SQLite's busy handler, which sleeps 1, 2, 5, 10 ... ms
+        # between tries; other processes still meet the busy timeout.
+        self._write_lock = threading.RLock() if self.dialect == "sqlite" else nullcontext()
         self._now = clock
         if auto_migrate:
             with self._errors():
@@ -153,7 +174,7 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self._errors(), self._writer.begin() as conn:
+        with self._errors(), self._write_lock, self._writer.begin() as conn:
             yield conn
 
     @contextmanager
@@ -245,7 +266,7 @@ class Store:
         now = self._now()
         with self._write() as conn:
             digest = email_hash(email)
-            row = _lock_row(conn, s.subscribers.c.email_hash == digest)
+            row = _lock_by_hash(conn, digest)
             if _suppression_reason(conn, digest):
                 _event(conn, row.id if row else None, "signup_suppressed", now, consent.source)
                 return SignupOutcome(row.id if row else None, "suppressed", False)
@@ -253,15 +274,16 @@ class Store:
                 sid, created = _insert_subscriber(conn, email, name, "pending", now)
                 if created:
                     return self._new_signup(conn, sid, topics, consent, now)
-                row = _lock_row(conn, s.subscribers.c.id == sid)
+                row = _lock_by_id(conn, sid)
             return self._repeat_signup(conn, row, name, topics, consent, now)
 
     def _new_signup(
         self, conn: Connection, sid: int, topics: Sequence[str], consent: Consent, now: dt.datetime
     ) -> SignupOutcome:
-        _set_topics(conn, sid, topics)
+        _set_topics(conn, sid, topics, new=True)
         _consent(conn, sid, consent, topics, now)
-        _event(conn, sid, "confirmation_sent", now, consent.source)
+        _event(conn, sid, "confirmation_queued", now, consent.source)
+        _enqueue_confirmation(conn, sid, now, new=True)
         return SignupOutcome(sid, "new", True)
 
     def _repeat_signup(
@@ -282,12 +304,13 @@ class Store:
         _update(conn, row.id, values)
         _set_topics(conn, row.id, topics)
         _consent(conn, row.id, consent, topics, now)
-        if _recent_events(conn, row.id, "confirmation_sent", now - CONFIRMATION_WINDOW) >= (
+        if _recent_events(conn, row.id, "confirmation_queued", now - CONFIRMATION_WINDOW) >= (
             CONFIRMATION_CAP
         ):
             _event(conn, row.id, "confirmation_capped", now, consent.source)
             return SignupOutcome(row.id, "capped", False)
-        _event(conn, row.id, "confirmation_sent", now, consent.source)
+        _event(conn, row.id, "confirmation_queued", now, consent.source)
+        _enqueue_confirmation(conn, row.id, now, new=False)
         return SignupOutcome(row.id, "resend", True)
 
     def confirm(self, subscriber_id: int, email: str, consent: Consent) -> tuple[Subscriber, bool]:
@@ -299,7 +322,7 @@ class Store:
         """
         now = self._now()
         with self._write() as conn:
-            row = _lock_row(conn, s.subscribers.c.id == subscriber_id)
+            row = _lock_by_id(conn, subscriber_id)
             if row is None or email_key(row.email) != email_key(email):
                 raise NotFound("this confirmation link is not valid", hint="sign up again")
             if row.status == "active":
@@ -319,7 +342,7 @@ class Store:
         """Stop all mail to this subscriber at once. Idempotent; None for an unknown id."""
         now = self._now()
         with self._write() as conn:
-            row = _lock_row(conn, s.subscribers.c.id == subscriber_id)
+            row = _lock_by_id(conn, subscriber_id)
             if row is None:
                 return None
             if row.status in ("active", "pending"):
@@ -342,7 +365,7 @@ class Store:
         topics = self._check_topics(topics)
         now = self._now()
         with self._write() as conn:
-            row = _lock_row(conn, s.subscribers.c.id == subscriber_id)
+            row = _lock_by_id(conn, subscriber_id)
             if row is None:
                 raise NotFound("this link is not valid", hint="use the link from your latest email")
             values: dict[str, Any] = {"updated_at": now}
@@ -437,7 +460,7 @@ class Store:
         digest = _hash_of(email)
         now = self._now()
         with self._write() as conn:
-            row = _lock_row(conn, s.subscribers.c.email_hash == digest)
+            row = _lock_by_hash(conn, digest)
             if not erase:
                 if row is not None and row.status in ("active", "pending"):
                     values = {"status": "unsubscribed", "unsubscribed_at": now, "updated_at": now}
@@ -449,6 +472,84 @@ class Store:
             _insert_suppression(conn, digest, "erased", source, now)
             _event(conn, None, "erased", now, "")
             return row is not None
+
+    # ---- the confirmation queue ---------------------------------------------------
+
+    def claim_confirmations(
+        self, *, limit: int = 100, ids: Sequence[int] | None = None
+    ) -> tuple[str, list[PendingConfirmation]]:
+        """Take up to ``limit`` due confirmation emails for one batch.
+
+        The rows stay queued under a lease (CLAIM_LEASE) until :meth:`confirmations_sent`
+        or :meth:`confirmation_failed`, so a mailer that dies mid-batch loses nothing:
+        the lease runs out and another mailer sends them. Entries whose subscriber is no
+        longer pending, or is suppressed, are dropped. ``ids`` limits the claim to those
+        subscribers (the web app's inline mode).
+        """
+        claim, now = str(uuid.uuid4()), self._now()
+        with self._write() as conn:
+            rows = conn.execute(_due_confirmations(now, limit, ids)).all()
+            gone = [r.subscriber_id for r in rows if r.status != "pending" or r.suppressed]
+            keep = [r for r in rows if r.subscriber_id not in set(gone)]
+            _queue_delete(conn, gone)
+            if keep:
+                conn.execute(
+                    _claim_rows([r.subscriber_id for r in keep]),
+                    {"new_claim": claim, "lease_end": now + CLAIM_LEASE},
+                )
+            topics = _topics(conn, [r.subscriber_id for r in keep]) if keep else {}
+        return claim, [
+            PendingConfirmation(r.subscriber_id, r.email, r.name, topics.get(r.subscriber_id, ()))
+            for r in keep
+        ]
+
+    def confirmations_sent(self, claim: str, ids: Sequence[int]) -> None:
+        """The provider took these: unqueue them (unless re-requested meanwhile)."""
+        if not ids:
+            return
+        now = self._now()
+        with self._write() as conn:
+            _lock_ids(conn, ids)
+            q = s.confirmation_queue
+            conn.execute(q.delete().where(q.c.claim == claim, q.c.subscriber_id.in_(list(ids))))
+            conn.execute(
+                _INSERT_EVENT,
+                [
+                    {
+                        "subscriber_id": i,
+                        "kind": "confirmation_sent",
+                        "detail": "",
+                        "created_at": now,
+                    }
+                    for i in ids
+                ],
+            )
+
+    def confirmation_failed(
+        self, claim: str, subscriber_id: int, error: str, *, retry: bool
+    ) -> bool:
+        """Back off and try again later, or give up. Returns True when it will be retried."""
+        now = self._now()
+        q = s.confirmation_queue
+        mine = sa.and_(q.c.claim == claim, q.c.subscriber_id == subscriber_id)
+        with self._write() as conn:
+            _lock_ids(conn, [subscriber_id])
+            attempts = conn.execute(sa.select(q.c.attempts).where(mine)).scalar()
+            if attempts is None:  # re-requested meanwhile: the new request stands
+                return True
+            if retry and attempts + 1 < CONFIRMATION_ATTEMPTS:
+                delay = min(RETRY_BASE * 2**attempts, RETRY_MAX)
+                values = {"claim": None, "attempts": attempts + 1, "due_at": now + delay}
+                conn.execute(q.update().where(mine).values(last_error=error[:1000], **values))
+                return True
+            conn.execute(q.delete().where(mine))
+            _event(conn, subscriber_id, "confirmation_failed", now, error)
+            return False
+
+    def queued_confirmations(self) -> int:
+        with self._read() as conn:
+            query = sa.select(sa.func.count()).select_from(s.confirmation_queue)
+            return conn.execute(query).scalar_one()
 
     # ---- the send pipeline's side -------------------------------------------------
 
@@ -492,7 +593,7 @@ class Store:
         now = self._now()
         with self._write() as conn:
             added = _insert_suppression(conn, digest, reason[:32], source, now)
-            row = _lock_row(conn, s.subscribers.c.email_hash == digest)
+            row = _lock_by_hash(conn, digest)
             if row is not None:
                 if reason in SUPPRESSION_STATUS and row.status != SUPPRESSION_STATUS[reason]:
                     _update(conn, row.id, {"status": SUPPRESSION_STATUS[reason], "updated_at": now})
@@ -503,13 +604,11 @@ class Store:
         """Set a subscriber's status by id or email. Returns False when nobody matched."""
         status = _check_status(status)
         now = self._now()
-        where = (
-            s.subscribers.c.id == subscriber
-            if isinstance(subscriber, int)
-            else s.subscribers.c.email_hash == _hash_of(subscriber)
-        )
         with self._write() as conn:
-            row = _lock_row(conn, where)
+            if isinstance(subscriber, int):
+                row = _lock_by_id(conn, subscriber)
+            else:
+                row = _lock_by_hash(conn, _hash_of(subscriber))
             if row is None:
                 return False
             _update(conn, row.id, _status_values(row, status, now))
@@ -584,9 +683,94 @@ def _eligible(topic: str) -> Any:
     )
 
 
-def _lock_row(conn: Connection, where: Any) -> Any:
-    """The subscriber row, locked for this transaction (a no-op clause on SQLite)."""
-    return conn.execute(sa.select(s.subscribers).where(where).with_for_update()).first()
+# Statements of the signup path, built once: SQLAlchemy then skips re-coercing them and
+# reuses their cache keys, which halves the cost of a signup.
+_ROW_BY_HASH = (
+    sa.select(s.subscribers)
+    .where(s.subscribers.c.email_hash == sa.bindparam("digest"))
+    .with_for_update()
+)
+_ROW_BY_ID = (
+    sa.select(s.subscribers).where(s.subscribers.c.id == sa.bindparam("sid")).with_for_update()
+)
+_SUPPRESSION = sa.select(s.suppressions.c.reason).where(
+    s.suppressions.c.email_hash == sa.bindparam("digest")
+)
+_INSERT_SUBSCRIBER = s.subscribers.insert()
+_UPDATE_SUBSCRIBER = s.subscribers.update().where(s.subscribers.c.id == sa.bindparam("_sid"))
+_DELETE_TOPICS = s.subscriber_topics.delete().where(
+    s.subscriber_topics.c.subscriber_id == sa.bindparam("sid")
+)
+_INSERT_TOPIC = s.subscriber_topics.insert()
+_INSERT_CONSENT = s.consents.insert()
+_INSERT_EVENT = s.events.insert()
+_RECENT_EVENTS = sa.select(sa.func.count()).where(
+    s.events.c.subscriber_id == sa.bindparam("sid"),
+    s.events.c.kind == sa.bindparam("kind"),
+    s.events.c.created_at >= sa.bindparam("since", type_=s.UTCDateTime),
+)
+_TOPICS_OF = (
+    sa.select(s.subscriber_topics.c.subscriber_id, s.subscriber_topics.c.topic)
+    .where(s.subscriber_topics.c.subscriber_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(s.subscriber_topics.c.subscriber_id, s.subscriber_topics.c.topic)
+)
+_QUEUE_DELETE = s.confirmation_queue.delete().where(
+    s.confirmation_queue.c.subscriber_id == sa.bindparam("sid")
+)
+_QUEUE_INSERT = s.confirmation_queue.insert()
+
+
+def _due_confirmations(now: dt.datetime, limit: int, ids: Sequence[int] | None) -> Any:
+    q, sub, sup = s.confirmation_queue, s.subscribers, s.suppressions
+    suppressed = sa.exists().where(sup.c.email_hash == sub.c.email_hash).label("suppressed")
+    query = (
+        sa.select(q.c.subscriber_id, sub.c.email, sub.c.name, sub.c.status, suppressed)
+        .join(sub, sub.c.id == q.c.subscriber_id)
+        .where(q.c.due_at <= now)
+        .order_by(q.c.due_at, q.c.subscriber_id)
+        .limit(limit)
+        # Lock order everywhere: subscriber row, then its queue row. The mailer passes by
+        # a signup in progress (SKIP LOCKED) instead of waiting for it; a claim for given
+        # ids (inline mode) waits. SQLite has one writer anyway and renders no FOR UPDATE.
+        .with_for_update(of=sub, skip_locked=ids is None)
+    )
+    if ids is not None:
+        query = query.where(q.c.subscriber_id.in_(list(ids)))
+    return query
+
+
+def _lock_ids(conn: Connection, ids: Sequence[int]) -> None:
+    """Lock subscriber rows in id order (no deadlock between two lockers)."""
+    sub = s.subscribers
+    query = sa.select(sub.c.id).where(sub.c.id.in_(sorted(ids))).order_by(sub.c.id)
+    conn.execute(query.with_for_update()).all()
+
+
+def _claim_rows(ids: Sequence[int]) -> Any:
+    q = s.confirmation_queue
+    return (
+        q.update()
+        .where(q.c.subscriber_id.in_(list(ids)))
+        .values(
+            claim=sa.bindparam("new_claim"),
+            due_at=sa.bindparam("lease_end", type_=s.UTCDateTime),
+        )
+    )
+
+
+def _queue_delete(conn: Connection, ids: Sequence[int]) -> None:
+    if ids:
+        q = s.confirmation_queue
+        conn.execute(q.delete().where(q.c.subscriber_id.in_(list(ids))))
+
+
+def _lock_by_hash(conn: Connection, digest: str) -> Any:
+    """The subscriber row, locked for this transaction (FOR UPDATE is a no-op on SQLite)."""
+    return conn.execute(_ROW_BY_HASH, {"digest": digest}).first()
+
+
+def _lock_by_id(conn: Connection, sid: int) -> Any:
+    return conn.execute(_ROW_BY_ID, {"sid": sid}).first()
 
 
 def _load(conn: Connection, where: Any) -> Subscriber | None:
@@ -616,19 +800,24 @@ def _subscriber(row: Any, topics: tuple[str, ...]) -> Subscriber:
 
 
 def _topics(conn: Connection, ids: Sequence[int]) -> dict[int, tuple[str, ...]]:
-    t = s.subscriber_topics
-    query = sa.select(t.c.subscriber_id, t.c.topic).where(t.c.subscriber_id.in_(ids))
     found: dict[int, list[str]] = {}
-    for sid, topic in conn.execute(query.order_by(t.c.subscriber_id, t.c.topic)):
+    for sid, topic in conn.execute(_TOPICS_OF, {"ids": list(ids)}):
         found.setdefault(sid, []).append(topic)
     return {sid: tuple(topics) for sid, topics in found.items()}
 
 
-def _set_topics(conn: Connection, sid: int, topics: Sequence[str]) -> None:
-    t = s.subscriber_topics
-    conn.execute(t.delete().where(t.c.subscriber_id == sid))
+def _set_topics(conn: Connection, sid: int, topics: Sequence[str], *, new: bool = False) -> None:
+    if not new:
+        conn.execute(_DELETE_TOPICS, {"sid": sid})
     if topics:
-        conn.execute(t.insert(), [{"subscriber_id": sid, "topic": topic} for topic in topics])
+        conn.execute(_INSERT_TOPIC, [{"subscriber_id": sid, "topic": topic} for topic in topics])
+
+
+def _enqueue_confirmation(conn: Connection, sid: int, now: dt.datetime, *, new: bool) -> None:
+    """Queue a confirmation email; a newer request replaces an older one (and its claim)."""
+    if not new:
+        conn.execute(_QUEUE_DELETE, {"sid": sid})
+    conn.execute(_QUEUE_INSERT, {"subscriber_id": sid, "due_at": now, "attempts": 0})
 
 
 def _insert_subscriber(
@@ -648,9 +837,12 @@ def _insert_subscriber(
         "created_at": now,
         "updated_at": now,
     }
+    # SQLite: BEGIN IMMEDIATE already excludes every other writer, so no conflict can
+    # happen and the savepoint would be two wasted statements on the hottest path.
+    nested = nullcontext() if conn.dialect.name == "sqlite" else conn.begin_nested()
     try:
-        with conn.begin_nested():
-            result = conn.execute(s.subscribers.insert().values(**values))
+        with nested:
+            result = conn.execute(_INSERT_SUBSCRIBER, values)
         return result.inserted_primary_key[0], True
     except sa.exc.IntegrityError:
         query = sa.select(s.subscribers.c.id).where(s.subscribers.c.email_hash == digest)
@@ -695,7 +887,7 @@ def _classify(
 
 
 def _update(conn: Connection, sid: int, values: dict[str, Any]) -> None:
-    conn.execute(s.subscribers.update().where(s.subscribers.c.id == sid).values(**values))
+    conn.execute(_UPDATE_SUBSCRIBER, {"_sid": sid, **values})
 
 
 def _consent_values(
@@ -716,25 +908,20 @@ def _consent_values(
 def _consent(
     conn: Connection, sid: int, consent: Consent, topics: Sequence[str], now: dt.datetime
 ) -> None:
-    conn.execute(s.consents.insert().values(**_consent_values(sid, consent, topics, now)))
+    conn.execute(_INSERT_CONSENT, _consent_values(sid, consent, topics, now))
 
 
 def _event(conn: Connection, sid: int | None, kind: str, now: dt.datetime, detail: str) -> None:
     values = {"subscriber_id": sid, "kind": kind, "detail": detail[:1000], "created_at": now}
-    conn.execute(s.events.insert().values(**values))
+    conn.execute(_INSERT_EVENT, values)
 
 
 def _recent_events(conn: Connection, sid: int, kind: str, since: dt.datetime) -> int:
-    e = s.events
-    query = sa.select(sa.func.count()).where(
-        e.c.subscriber_id == sid, e.c.kind == kind, e.c.created_at >= since
-    )
-    return conn.execute(query).scalar_one()
+    return conn.execute(_RECENT_EVENTS, {"sid": sid, "kind": kind, "since": since}).scalar_one()
 
 
 def _suppression_reason(conn: Connection, digest: str) -> str | None:
-    query = sa.select(s.suppressions.c.reason).where(s.suppressions.c.email_hash == digest)
-    return conn.execute(query).scalar()
+    return conn.execute(_SUPPRESSION, {"digest": digest}).scalar()
 
 
 def _insert_suppression(
@@ -839,6 +1026,7 @@ __all__ = [
     "AddResult",
     "Consent",
     "NewSubscriber",
+    "PendingConfirmation",
     "SignupOutcome",
     "Stats",
     "Store",

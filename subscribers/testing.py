@@ -42,6 +42,7 @@ class RecordingProvider(Provider):
     def __init__(self) -> None:
         self.sent: list[Message] = []
         self.fail_with: Status | None = None
+        self.retryable = False  # whether a failure may be retried
         self._lock = threading.Lock()
 
     @classmethod
@@ -54,7 +55,10 @@ class RecordingProvider(Provider):
                 self.sent.extend(messages)
         status = self.fail_with or Status.SENT
         reason = "" if self.fail_with is None else "provider said no"
-        return [SendResult(m.message_id, m.to_email, status, reason=reason) for m in messages]
+        return [
+            SendResult(m.message_id, m.to_email, status, reason=reason, retryable=self.retryable)
+            for m in messages
+        ]
 
     def to(self, email: str) -> list[Message]:
         return [m for m in self.sent if m.to_email.lower() == email.lower()]
@@ -88,6 +92,16 @@ def read_outbox(outbox_dir: Path) -> list[EmailMessage]:
         message_from_bytes(box.get_bytes(key), policy=policy.default)  # type: ignore[misc]
         for key in keys
     ]
+
+
+def wait_for_outbox(outbox_dir: Path, count: int, timeout: float = 20.0) -> list[EmailMessage]:
+    """The outbox once it holds ``count`` messages (the mailer sends in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        messages = read_outbox(outbox_dir)
+        if len(messages) >= count or time.monotonic() > deadline:
+            return messages
+        time.sleep(0.05)
 
 
 def text_part(msg: EmailMessage) -> str:

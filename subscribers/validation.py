@@ -6,6 +6,7 @@ same everywhere. Every failure is an :class:`InvalidInput` naming the field.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -28,7 +29,11 @@ def normalise_email(raw: object) -> str:
     """The canonical form of an address (Unicode domain, lower-case domain), or InvalidInput."""
     if not isinstance(raw, str) or not raw.strip():
         raise InvalidInput("email", "an email address is required")
-    value = raw.strip()
+    return _normalise(raw.strip())
+
+
+@functools.lru_cache(maxsize=4096)  # the web layer and the store both check each address
+def _normalise(value: str) -> str:
     if len(value) > MAX_EMAIL_INPUT:
         raise InvalidInput("email", "the email address is too long")
     if any(unicodedata.category(ch) in _BAD_NAME_CATEGORIES for ch in value):

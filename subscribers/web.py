@@ -58,10 +58,25 @@ class Services:
     sender: ConfirmationSender
     limiter: RateLimiter
     secret_key: str
+    inline: bool
+    origin: str  # the site's origin: CORS, CSP form-action
+    csp: str
 
 
-def create_app(settings: Settings | None = None, *, provider: Provider | None = None) -> Flask:
-    """The Flask app. ``provider`` replaces the configured email provider (tests)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    provider: Provider | None = None,
+    confirmations: str = "inline",
+) -> Flask:
+    """The Flask app. ``provider`` replaces the configured email provider (tests).
+
+    ``confirmations``: ``inline`` sends each confirmation email within its signup
+    request (works under any WSGI server); ``queue`` only queues it, for the mailer
+    process that ``newsletter serve`` runs beside its workers (see subscribers.mailer).
+    """
+    if confirmations not in ("inline", "queue"):
+        raise PipelineError(f"confirmations must be 'inline' or 'queue', not {confirmations!r}")
     settings = settings or load_settings()
     secret = settings.secret_key()
     app = Flask(__name__, template_folder=str(settings.templates_dir / "web"), static_folder=None)
@@ -76,6 +91,9 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
         sender=ConfirmationSender(settings, store, links, provider),
         limiter=RateLimiter.from_env(settings.env),
         secret_key=secret,
+        inline=confirmations == "inline",
+        origin=site_origin(settings),
+        csp=CSP.format(site=site_origin(settings)),
     )
     app.context_processor(lambda: {"site_name": settings.site_name, "site_url": settings.site_url})
     _trust_proxies(app, settings)
@@ -210,8 +228,20 @@ def _signup(sv: Services, form: SignupForm) -> None:
     wording = FORMS[form.form_id].wording(sv.settings)
     consent = _consent("signup", form.form_id, wording)
     outcome = sv.store.signup(form.email, form.name, form.topics, consent)
-    if outcome.send_confirmation and outcome.subscriber_id is not None:
-        sv.sender.send(outcome.subscriber_id, form.email, form.name, form.topics)
+    if sv.inline and outcome.send_confirmation and outcome.subscriber_id is not None:
+        _send_now(sv, outcome.subscriber_id)
+
+
+def _send_now(sv: Services, subscriber_id: int) -> None:
+    """Inline mode: send this signup's confirmation before answering."""
+    result = sv.sender.drain(ids=[subscriber_id])
+    if subscriber_id in result.retrying or subscriber_id in result.failed:
+        raise ProviderError(
+            "the confirmation email could not be sent",
+            provider=sv.settings.provider,
+            reason="; ".join(result.errors),
+            retryable=subscriber_id in result.retrying,
+        )
 
 
 def _signup_reply(body: Body, next_url: str | None) -> Any:
@@ -308,13 +338,11 @@ def _headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")  # tokens live in our URLs
     response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault(
-        "Content-Security-Policy", CSP.format(site=site_origin(sv.settings))
-    )
+    response.headers.setdefault("Content-Security-Policy", sv.csp)
     if request.path != "/healthz" and request.method != "OPTIONS":
         response.headers.setdefault("Cache-Control", "no-store")
     if request.path == "/subscribe":
-        _cors(response, site_origin(sv.settings))
+        _cors(response, sv.origin)
     return response
 
 

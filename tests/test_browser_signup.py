@@ -16,11 +16,11 @@ from subscribers.store import Store
 from subscribers.testing import (
     confirm_link,
     free_port,
-    read_outbox,
     running_server,
     set_base_url,
     text_part,
     unsubscribe_url,
+    wait_for_outbox,
 )
 
 pytestmark = pytest.mark.browser
@@ -63,8 +63,8 @@ def _journey(page: object, server: str, settings: Settings, artifacts: Path) -> 
     page.wait_for_selector("text=Check your inbox")
     page.screenshot(path=str(artifacts / "signup-2-thanks.png"), full_page=True)
 
-    # 2. The confirmation email, read from the outbox Maildir.
-    [msg] = read_outbox(settings.outbox_dir)
+    # 2. The confirmation email, read from the outbox Maildir (the mailer sends it).
+    [msg] = wait_for_outbox(settings.outbox_dir, 1)
     assert msg["To"] == "Riley Reader <reader@example.com>"
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     link = confirm_link(text_part(msg))
@@ -106,7 +106,7 @@ def test_the_unsubscribe_page_needs_a_click(
         page.fill("#nl-email", "clicker@example.com")
         page.click("button[type=submit]")
         page.wait_for_selector("text=Check your inbox")
-        [msg] = read_outbox(served_settings.outbox_dir)
+        [msg] = wait_for_outbox(served_settings.outbox_dir, 1)
         page.goto(confirm_link(text_part(msg)))
         page.goto(unsubscribe_url(msg["List-Unsubscribe"]))  # what a link scanner does
         with Store.from_settings(served_settings) as store:
@@ -173,6 +173,7 @@ def test_the_pasted_snippet_posts_across_origins_without_javascript(
             page.click("button[type=submit]")
             page.wait_for_url(f"{site}/thanks.html")
             assert page.inner_text("h1") == "Thanks!"
+            [msg] = wait_for_outbox(settings.outbox_dir, 1)
         finally:
             context.close()
     with Store.from_settings(settings) as store:
@@ -181,5 +182,4 @@ def test_the_pasted_snippet_posts_across_origins_without_javascript(
         consent = store.consents_for(sub.id)[0]
         assert consent["source"] == "article"
         assert consent["wording"].startswith("If you want to be notified of new content updates")
-    [msg] = read_outbox(settings.outbox_dir)
     assert msg["To"] == "article.reader@example.com"

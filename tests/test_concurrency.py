@@ -25,6 +25,7 @@ from subscribers.testing import (
     pg_schema,
     running_server,
     set_base_url,
+    wait_for_outbox,
 )
 from subscribers.web import create_app
 
@@ -120,11 +121,14 @@ def test_two_server_processes_share_one_sqlite_file(
         conn.close()
         return codes
 
+    settings = load_settings(config, env=env)
     with running_server(config, env, port=port, workers=2, threads=4, log=log):
         statuses = hammer(worker, threads=12)
+        mails = wait_for_outbox(settings.outbox_dir, 12 * 25, timeout=60)
     assert statuses == {200: 12 * 25}, log.read_text()
     text = log.read_text()
     assert "database is locked" not in text and "Traceback" not in text
-    settings = load_settings(config, env=env)
     with Store.from_settings(settings) as store:
         assert store.count() == 12 * 25
+        assert store.queued_confirmations() == 0
+    assert len({m["To"] for m in mails}) == 12 * 25  # the mailer sent each one, once

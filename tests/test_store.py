@@ -80,7 +80,8 @@ def test_signup_stores_a_pending_subscriber_with_consent_and_event(store: Store)
     assert consent["kind"] == "signup" and consent["source"] == "article"
     assert consent["ip"] == "203.0.113.7" and consent["user_agent"] == "UA/1"
     assert consent["wording"].startswith("If you want") and consent["topics"] == "updates"
-    assert [e["kind"] for e in store.events_for(sub.id)] == ["confirmation_sent"]
+    assert [e["kind"] for e in store.events_for(sub.id)] == ["confirmation_queued"]
+    assert store.queued_confirmations() == 1
 
 
 def test_address_is_unique_regardless_of_case(store: Store) -> None:
@@ -185,6 +186,78 @@ def test_confirmation_emails_per_address_are_capped(store: Store, clock: Clock) 
     assert actions == ["new", "resend", "resend", "resend", "resend", "capped", "capped"]
     clock.advance(hours=1, seconds=1)
     assert store.signup("ann@example.com", "", ["updates"], SIGNUP).action == "resend"
+
+
+# ---- the confirmation queue ------------------------------------------------------------
+
+
+def test_signups_queue_confirmations_that_a_mailer_claims_under_a_lease(
+    store: Store, clock: Clock
+) -> None:
+    a = store.signup("a@example.com", "Ann", ["updates"], SIGNUP).subscriber_id
+    b = store.signup("b@example.com", "", ["updates", "offers"], SIGNUP).subscriber_id
+    claim, items = store.claim_confirmations(limit=10)
+    assert [(i.subscriber_id, i.email, i.name, i.topics) for i in items] == [
+        (a, "a@example.com", "Ann", ("updates",)),
+        (b, "b@example.com", "", ("offers", "updates")),
+    ]
+    assert store.claim_confirmations()[1] == []  # leased
+    store.confirmations_sent(claim, [a])
+    clock.advance(minutes=3)  # the lease ran out: b was never reported, so it comes back
+    claim2, items = store.claim_confirmations()
+    assert [i.subscriber_id for i in items] == [b]
+    store.confirmations_sent(claim2, [b])
+    assert store.queued_confirmations() == 0
+    assert store.events_for(a)[-1]["kind"] == "confirmation_sent"
+
+
+def test_failed_confirmations_back_off_then_give_up(store: Store, clock: Clock) -> None:
+    sid = store.signup("a@example.com", "", ["updates"], SIGNUP).subscriber_id
+    for attempt in range(8):
+        claim, items = store.claim_confirmations()
+        assert [i.subscriber_id for i in items] == [sid], attempt
+        retried = store.confirmation_failed(claim, sid, "HTTP 503", retry=True)
+        assert retried is (attempt < 7)
+        assert store.claim_confirmations()[1] == []  # not due yet
+        clock.advance(hours=1, seconds=1)
+    assert store.queued_confirmations() == 0
+    last = store.events_for(sid)[-1]
+    assert (last["kind"], last["detail"]) == ("confirmation_failed", "HTTP 503")
+
+
+def test_a_permanent_failure_is_not_retried(store: Store) -> None:
+    sid = store.signup("a@example.com", "", ["updates"], SIGNUP).subscriber_id
+    claim, _ = store.claim_confirmations()
+    assert store.confirmation_failed(claim, sid, "invalid address", retry=False) is False
+    assert store.queued_confirmations() == 0
+
+
+def test_queued_confirmations_for_leavers_and_suppressed_are_dropped(store: Store) -> None:
+    a = store.signup("a@example.com", "", ["updates"], SIGNUP).subscriber_id
+    store.signup("b@example.com", "", ["updates"], SIGNUP)
+    c = store.signup("c@example.com", "", ["updates"], SIGNUP).subscriber_id
+    store.unsubscribe(a, source="one-click")
+    store.suppress("b@example.com", "complained")
+    _, items = store.claim_confirmations()
+    assert [i.subscriber_id for i in items] == [c]
+    assert store.queued_confirmations() == 1
+
+
+def test_a_new_request_replaces_a_claimed_one(store: Store) -> None:
+    sid = store.signup("a@example.com", "", ["updates"], SIGNUP).subscriber_id
+    claim, _ = store.claim_confirmations()
+    store.signup("a@example.com", "", ["offers"], SIGNUP)  # signs up again meanwhile
+    store.confirmations_sent(claim, [sid])  # the old batch must not unqueue the new request
+    _, items = store.claim_confirmations()
+    assert [(i.subscriber_id, i.topics) for i in items] == [(sid, ("offers",))]
+
+
+def test_claims_can_be_limited_to_some_subscribers(store: Store) -> None:
+    store.signup("a@example.com", "", ["updates"], SIGNUP)
+    b = store.signup("b@example.com", "", ["updates"], SIGNUP).subscriber_id
+    _, items = store.claim_confirmations(ids=[b])
+    assert [i.subscriber_id for i in items] == [b]
+    assert store.queued_confirmations() == 2
 
 
 # ---- unsubscribe and preferences -------------------------------------------------------

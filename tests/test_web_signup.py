@@ -11,6 +11,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from pipeline.errors import PipelineError
 from pipeline.providers.base import Status
 from pipeline.settings import Settings, load_settings
 from subscribers.store import Consent, Store
@@ -401,6 +402,58 @@ def test_default_provider_writes_the_confirmation_to_the_outbox_maildir(
     assert msg["To"] == "dee@example.com"
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert confirm_link(text_part(msg)).startswith(f"{BASE}/confirm/")
+
+
+# ---- queue mode: the mailer sends ---------------------------------------------------------
+
+
+def test_queue_mode_answers_at_once_and_the_mailer_sends(
+    project: Path, test_env: dict[str, str], provider: RecordingProvider
+) -> None:
+    app = create_app(make_settings(project, test_env), provider=provider, confirmations="queue")
+    sv = app.extensions["newsletter"]
+    assert signup(app.test_client()).status_code == 200
+    assert provider.sent == [] and sv.store.queued_confirmations() == 1
+    result = sv.sender.drain()
+    assert result.sent == [sv.store.find("ann@example.com").id]
+    assert confirm_link(provider.sent[0].text).startswith(f"{BASE}/confirm/")
+    assert sv.store.queued_confirmations() == 0
+
+
+def test_queue_mode_hides_a_provider_outage_and_retries_later(
+    project: Path, test_env: dict[str, str], provider: RecordingProvider
+) -> None:
+    app = create_app(make_settings(project, test_env), provider=provider, confirmations="queue")
+    sv = app.extensions["newsletter"]
+    provider.fail_with, provider.retryable = Status.FAILED, True
+    assert signup(app.test_client()).status_code == 200
+    result = sv.sender.drain()
+    assert result.retrying == [sv.store.find("ann@example.com").id] and provider.sent == []
+    assert sv.store.queued_confirmations() == 1  # due again after the backoff
+
+
+def test_the_mailer_drains_the_queue_into_the_outbox(
+    project: Path, test_env: dict[str, str]
+) -> None:
+    from subscribers.mailer import run_mailer
+
+    settings = make_settings(project, test_env)
+    app = create_app(settings, confirmations="queue")
+    client, store = app.test_client(), app.extensions["newsletter"].store
+    for i in range(3):
+        signup(client, email=f"m{i}@example.com")
+    assert read_outbox(settings.outbox_dir) == []
+    run_mailer(settings, should_stop=lambda: store.queued_confirmations() == 0)
+    assert sorted(m["To"] for m in read_outbox(settings.outbox_dir)) == [
+        "Ann <m0@example.com>",
+        "Ann <m1@example.com>",
+        "Ann <m2@example.com>",
+    ]
+
+
+def test_an_unknown_confirmation_mode_is_refused(settings: Settings) -> None:
+    with pytest.raises(PipelineError, match="inline"):
+        create_app(settings, confirmations="later")
 
 
 @pytest.mark.postgres
