@@ -79,12 +79,13 @@ def loop_seconds(out: str) -> float:
     return float(found.group(1)) * (60 if found and found.group(2) == " min" else 1) if found else 0
 
 
-def postmark(n: int) -> tuple[float, float, float]:
+def postmark(n: int, processes: int = 1) -> tuple[float, float, float]:
+    """(whole-command msg/s, send-loop msg/s, peak RSS MB of the main process)."""
     with SinkProcess("postmark", "--count-only") as sink:
         root = project(f'name = "postmark"\napi_base_url = "{sink.url}"')
         env = {"POSTMARK_SERVER_TOKEN": "bench", "NEWSLETTER_SECRET_KEY": "bench"}
         fill(root, n, env)
-        elapsed, rss, out = timed_send(root, env)
+        elapsed, rss, out = timed_send(root, env, "--concurrency", str(processes))
         assert sink.received()["total"] == n, "the server did not get every message"
     shutil.rmtree(root, ignore_errors=True)
     return n / elapsed, n / max(loop_seconds(out), 1e-9), rss
