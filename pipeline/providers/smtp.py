@@ -21,7 +21,7 @@ from email.utils import parseaddr
 from urllib.parse import unquote, urlsplit
 
 from pipeline.errors import ConfigError, ProviderError
-from pipeline.message import Message, to_bytes
+from pipeline.message import Message, ascii_domain, to_bytes
 from pipeline.providers.base import Provider, SendResult, Status, send_in_parts
 from pipeline.providers.retry import RetryPolicy, Sleep, TryAgain, call_with_retry, retry_policy
 from pipeline.settings import Settings
@@ -114,6 +114,25 @@ class RecipientTryAgain(TryAgain):
     """A 4xx about this recipient: after the last retry only this message fails."""
 
 
+def envelope_address(m: Message) -> str:
+    """The RCPT TO address: the domain in IDNA (ASCII); the local part as given."""
+    local, _, domain = m.to_email.rpartition("@")
+    return f"{local}@{ascii_domain(domain)}"
+
+
+def _mail_options(conn: smtplib.SMTP, m: Message) -> list[str]:
+    """SMTPUTF8 (RFC 6531) for a non-ASCII local part, when the server offers it."""
+    if not m.needs_smtputf8:
+        return []
+    if not conn.has_extn("smtputf8"):
+        raise SmtpReply(
+            "MAIL FROM",
+            553,
+            b"5.6.7 the server does not offer SMTPUTF8, needed for this non-ASCII address",
+        )
+    return ["SMTPUTF8", "BODY=8BITMIME"] if conn.has_extn("8bitmime") else ["SMTPUTF8"]
+
+
 class SmtpProvider(Provider):
     name = "smtp"
     encodings = frozenset({"mime"})
@@ -165,7 +184,7 @@ class SmtpProvider(Provider):
     def _attempt(self, m: Message, sender: str, data: bytes) -> SendResult:
         reused = self._conn is not None
         try:
-            reply = self._transaction(self._connection(), sender, m.to_email, data)
+            reply = self._transaction(self._connection(), sender, m, data)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self._drop()
             if reused:  # an idle connection the server closed: reconnect at once
@@ -177,11 +196,11 @@ class SmtpProvider(Provider):
             return self._refused(m, exc)
         return SendResult(m.message_id, m.to_email, Status.SENT, provider_id=reply)
 
-    def _transaction(self, conn: smtplib.SMTP, sender: str, rcpt: str, data: bytes) -> str:
+    def _transaction(self, conn: smtplib.SMTP, sender: str, m: Message, data: bytes) -> str:
         """MAIL, RCPT, DATA; a refusal resets the transaction and raises SmtpReply."""
         for step, call, ok in (
-            ("MAIL FROM", lambda: conn.mail(sender), (250,)),
-            ("RCPT TO", lambda: conn.rcpt(rcpt), (250, 251)),
+            ("MAIL FROM", lambda: conn.mail(sender, _mail_options(conn, m)), (250,)),
+            ("RCPT TO", lambda: conn.rcpt(envelope_address(m)), (250, 251)),
         ):
             code, text = call()
             if code not in ok:
