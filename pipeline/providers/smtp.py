@@ -198,8 +198,9 @@ class SmtpProvider(Provider):
 
     def _transaction(self, conn: smtplib.SMTP, sender: str, m: Message, data: bytes) -> str:
         """MAIL, RCPT, DATA; a refusal resets the transaction and raises SmtpReply."""
+        options = _mail_options(conn, m)  # before MAIL: a refusal here is this recipient's
         for step, call, ok in (
-            ("MAIL FROM", lambda: conn.mail(sender, _mail_options(conn, m)), (250,)),
+            ("MAIL FROM", lambda: conn.mail(sender, options), (250,)),
             ("RCPT TO", lambda: conn.rcpt(envelope_address(m)), (250, 251)),
         ):
             code, text = call()
