@@ -126,7 +126,7 @@ def _mail_options(conn: smtplib.SMTP, m: Message) -> list[str]:
         return []
     if not conn.has_extn("smtputf8"):
         raise SmtpReply(
-            "MAIL FROM",
+            "RCPT TO",
             553,
             b"5.6.7 the server does not offer SMTPUTF8, needed for this non-ASCII address",
         )
