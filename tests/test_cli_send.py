@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from send_helpers import fill
 
 from pipeline.cli import cli
 from pipeline.settings import Settings
-from send_helpers import fill
 from subscribers.store import Store
 
 
