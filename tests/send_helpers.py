@@ -41,6 +41,7 @@ class Recorder(Provider):
         self.calls = 0
         self.crash_before_call: int | None = None  # crash on the Nth call, nothing sent
         self.crash_after_accept: int | None = None  # crash on the Nth call, all delivered
+        self.crash_during: int | None = None  # crash on the Nth call, half delivered
         self.reject: dict[str, SendResult] = {}  # email -> result to return
 
     @classmethod
@@ -52,6 +53,9 @@ class Recorder(Provider):
         if self.calls == self.crash_before_call:
             raise Crash("before the call")
         results = []
+        if self.calls == self.crash_during:
+            self.inbox.extend(messages[: len(messages) // 2])
+            raise Crash("during the call")
         for msg in messages:
             if msg.to_email in self.reject:
                 results.append(self.reject[msg.to_email])
