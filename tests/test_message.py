@@ -6,18 +6,17 @@ import email
 import email.policy
 
 import pytest
+from messages import sample_message
 
 from pipeline.message import Message, to_address, to_bytes
 
 
 def msg(to_email: str, to_name: str = "") -> Message:
-    return Message(
+    return sample_message(
         to_email=to_email,
         to_name=to_name,
         from_addr="Coach <coach@example.com>",
         subject="Hi — there",
-        html="<p>Hi</p>",
-        text="Hi",
         message_id="<1@example.com>",
         headers={"List-Unsubscribe": "<https://example.com/unsubscribe/1.abc>"},
     )

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from messages import SITE, sample_message
 
 from pipeline.errors import ProviderError
 from pipeline.message import Message
@@ -29,21 +30,21 @@ REQUIRED = (
 
 
 def make_message(i: int) -> Message:
-    return Message(
-        to_email=f"reader{i}@example.com",
+    token = f"t{i}"
+    return sample_message(
+        i,
         to_name=f"Réader {i}",
-        from_addr="Coach Sam <coach@hingestrength.example.com>",
         subject="Master the Hip Hinge — part 1",
-        html=f'<p>Hi Réader {i}, <a href="https://hingestrength.example.com/u/t{i}">unsubscribe</a></p>',
-        text=f"Hi Réader {i}\n\nUnsubscribe: https://hingestrength.example.com/u/t{i}\n",
-        message_id=f"<m{i}.1700000000@hingestrength.example.com>",
-        reply_to="coach@hingestrength.example.com",
+        html=f'<p>Hi Réader {i}, <a href="https://{SITE}/u/t{i}">unsubscribe</a></p>',
+        text=f"Hi Réader {i}\n\nUnsubscribe: https://{SITE}/u/t{i}\n",
         headers={
-            "List-Unsubscribe": f"<https://hingestrength.example.com/u/t{i}>, "
-            "<mailto:unsubscribe@hingestrength.example.com?subject=unsubscribe>",
+            "List-Unsubscribe": f"<https://{SITE}/u/{token}>, "
+            f"<mailto:unsubscribe@{SITE}?subject=unsubscribe>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            "List-Id": "Hinge Strength <updates.hingestrength.example.com>",
+            "List-Id": f"Hinge Strength <updates.{SITE}>",
         },
+        tag="",
+        metadata={},
     )
 
 

@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 import requests
 import responses
+from messages import SITE, sample_message
 
 from pipeline.errors import ConfigError, ProviderError
 from pipeline.message import Message
@@ -30,24 +31,20 @@ ARTICLE = "".join(f"<p>Hinge step {n}: hips back.</p>\n" for n in range(30))
 
 
 def make_message(i: int, email_addr: str = "") -> Message:
-    return Message(
+    token = f"tok{i}"
+    return sample_message(
+        i,
         to_email=email_addr or f"reader{i}@example.com",
-        to_name=f"Reader {i}",
-        from_addr="Coach Sam <coach@hingestrength.example.com>",
         subject=f"Reader {i}, master the hip hinge",
         html=f"<html><body><p>Hi Reader {i},</p>\n{ARTICLE}"
-        f'<a href="https://hingestrength.example.com/u/tok{i}">Unsubscribe</a></body></html>',
-        text=f"Hi Reader {i},\n\nHinge steps.\n\nUnsubscribe: https://hingestrength.example.com/u/tok{i}\n",
-        message_id=f"<m{i}.1700000000@hingestrength.example.com>",
-        reply_to="coach@hingestrength.example.com",
+        f'<a href="https://{SITE}/u/tok{i}">Unsubscribe</a></body></html>',
+        text=f"Hi Reader {i},\n\nHinge steps.\n\nUnsubscribe: https://{SITE}/u/tok{i}\n",
         headers={
-            "List-Unsubscribe": f"<https://hingestrength.example.com/u/tok{i}>, "
-            "<mailto:unsubscribe@hingestrength.example.com?subject=unsubscribe>",
+            "List-Unsubscribe": f"<https://{SITE}/u/{token}>, "
+            f"<mailto:unsubscribe@{SITE}?subject=unsubscribe>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            "List-Id": "Hinge Strength <updates.hingestrength.example.com>",
+            "List-Id": f"Hinge Strength <updates.{SITE}>",
         },
-        tag="hip-hinge",
-        metadata={"campaign": "hip-hinge"},
     )
 
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 import requests
 import responses
+from messages import SITE, sample_message
 
 from pipeline.errors import ProviderError
 from pipeline.message import Message
@@ -28,24 +29,15 @@ INACTIVE = (
 
 
 def make_message(i: int) -> Message:
-    return Message(
-        to_email=f"reader{i}@example.com",
-        to_name=f"Reader {i}",
-        from_addr="Coach Sam <coach@hingestrength.example.com>",
-        subject="Master the Hip Hinge",
-        html=f"<p>Hi Reader {i}</p>",
-        text=f"Hi Reader {i}",
-        message_id=f"<m{i}.1700000000@hingestrength.example.com>",
-        reply_to="coach@hingestrength.example.com",
+    return sample_message(
+        i,
         headers={
-            "List-Unsubscribe": f"<https://hingestrength.example.com/u/t{i}>, "
-            "<mailto:unsubscribe@hingestrength.example.com?subject=unsubscribe>",
+            "List-Unsubscribe": f"<https://{SITE}/u/t{i}>, "
+            f"<mailto:unsubscribe@{SITE}?subject=unsubscribe>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            "List-Id": "Hinge Strength <updates.hingestrength.example.com>",
+            "List-Id": f"Hinge Strength <updates.{SITE}>",
             "Feedback-ID": "hip-hinge:updates:hinge",
         },
-        tag="hip-hinge",
-        metadata={"campaign": "hip-hinge"},
     )
 
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 import requests
 import responses
+from messages import sample_message
 
 from pipeline.errors import ProviderError
 from pipeline.message import Message
@@ -23,23 +24,7 @@ IDS = ["ae2014de-c168-4c61-8267-70d2662a1ce1", "faccb7a5-8a28-4e9a-ac64-8da1cc3b
 
 
 def make_message(i: int, name: str = "") -> Message:
-    return Message(
-        to_email=f"reader{i}@example.com",
-        to_name=name or f"Reader {i}",
-        from_addr="Coach Sam <coach@hingestrength.example.com>",
-        subject="Master the Hip Hinge",
-        html=f"<p>Hi Reader {i}</p>",
-        text=f"Hi Reader {i}",
-        message_id=f"<m{i}.1700000000@hingestrength.example.com>",
-        reply_to="coach@hingestrength.example.com",
-        headers={
-            "List-Unsubscribe": f"<https://hingestrength.example.com/u/t{i}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            "List-Id": "Hinge Strength <updates.hingestrength.example.com>",
-        },
-        tag="hip-hinge",
-        metadata={"campaign": "hip hinge/2026"},
-    )
+    return sample_message(i, to_name=name or f"Reader {i}", metadata={"campaign": "hip hinge/2026"})
 
 
 def error(status: int, name: str, message: str) -> dict[str, object]:

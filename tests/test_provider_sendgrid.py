@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import requests
 import responses
+from messages import SITE, sample_message
 
 from pipeline.errors import ProviderError
 from pipeline.message import Message
@@ -29,25 +30,21 @@ ARTICLE = "".join(
 
 def make_message(i: int, name: str = "") -> Message:
     name = name or f"Reader {i}"
-    return Message(
-        to_email=f"reader{i}@example.com",
+    token = f"tok{i}"
+    return sample_message(
+        i,
         to_name=name,
-        from_addr="Coach Sam <coach@hingestrength.example.com>",
         subject=f"{name}, master the hip hinge",
         html=f"<html><body><p>Hi {name},</p>\n{ARTICLE}"
-        f'<a href="https://hingestrength.example.com/u/tok{i}">Unsubscribe</a></body></html>',
-        text=f"Hi {name},\n\nHinge steps.\n\nUnsubscribe: https://hingestrength.example.com/u/tok{i}\n",
-        message_id=f"<m{i}.1700000000@hingestrength.example.com>",
-        reply_to="coach@hingestrength.example.com",
+        f'<a href="https://{SITE}/u/tok{i}">Unsubscribe</a></body></html>',
+        text=f"Hi {name},\n\nHinge steps.\n\nUnsubscribe: https://{SITE}/u/tok{i}\n",
         headers={
-            "List-Unsubscribe": f"<https://hingestrength.example.com/u/tok{i}>, "
-            "<mailto:unsubscribe@hingestrength.example.com?subject=unsubscribe>",
+            "List-Unsubscribe": f"<https://{SITE}/u/{token}>, "
+            f"<mailto:unsubscribe@{SITE}?subject=unsubscribe>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            "List-Id": "Hinge Strength <updates.hingestrength.example.com>",
+            "List-Id": f"Hinge Strength <updates.{SITE}>",
             "Feedback-ID": "hip-hinge:updates:hinge",
         },
-        tag="hip-hinge",
-        metadata={"campaign": "hip-hinge"},
     )
 
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 import requests
 import responses
+from messages import SITE, sample_message
 
 from pipeline.errors import ConfigError, ProviderError
 from pipeline.message import Message
@@ -28,23 +29,9 @@ UNVERIFIED = (
 
 
 def make_message(i: int) -> Message:
-    return Message(
-        to_email=f"reader{i}@example.com",
-        to_name=f"Reader {i}",
-        from_addr="Coach Sam <coach@hingestrength.example.com>",
-        subject="Master the Hip Hinge",
-        html=f"<p>Hi Reader {i}</p>",
-        text=f"Hi Reader {i}",
-        message_id=f"<m{i}.1700000000@hingestrength.example.com>",
-        reply_to="coach@hingestrength.example.com",
-        headers={
-            "List-Unsubscribe": f"<https://hingestrength.example.com/u/t{i}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            "List-Id": "Hinge Strength Café <updates.hingestrength.example.com>",
-        },
-        tag="hip-hinge",
-        metadata={"campaign": "hip-hinge"},
-    )
+    msg = sample_message(i)
+    msg.headers["List-Id"] = f"Hinge Strength Café <updates.{SITE}>"
+    return msg
 
 
 def ses_error(status: int, kind: str, message: str) -> dict[str, object]:

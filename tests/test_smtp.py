@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
+from messages import SITE, sample_message
 from smtp_server import Sink, free_port, password_check, smtp_server
 
 from pipeline.errors import ConfigError, ProviderError
@@ -23,18 +24,17 @@ PASSWORD = "s3cret:p@ss/word"
 
 
 def make_message(i: int) -> Message:
-    return Message(
-        to_email=f"reader{i}@example.com",
-        to_name=f"Reader {i}",
-        from_addr="Coach Sam <coach@hingestrength.example.com>",
-        subject="Master the Hip Hinge",
+    return sample_message(
+        i,
         html=f"<p>Hi Reader {i}</p>\n<p>.A line starting with a dot</p>",
         text=f"Hi Reader {i}\n.A line starting with a dot\n",
-        message_id=f"<m{i}.1700000000@hingestrength.example.com>",
+        reply_to="",
         headers={
-            "List-Unsubscribe": f"<https://hingestrength.example.com/u/t{i}>",
+            "List-Unsubscribe": f"<https://{SITE}/u/t{i}>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         },
+        tag="",
+        metadata={},
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from messages import sample_message
 from smtp_server import Sink, smtp_server
 
 from pipeline.message import Message
@@ -11,14 +12,8 @@ from pipeline.providers.smtp import SmtpProvider, SmtpTarget
 
 
 def message(to_email: str) -> Message:
-    return Message(
-        to_email=to_email,
-        to_name="Zoë",
-        from_addr="Coach <coach@example.com>",
-        subject="Héllo",
-        html="<p>Hi</p>",
-        text="Hi\n",
-        message_id=f"<{to_email}@example.com>",
+    return sample_message(
+        to_email=to_email, to_name="Zoë", subject="Héllo", message_id=f"<{to_email}@example.com>"
     )
 
 
