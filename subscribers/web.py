@@ -20,9 +20,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    send_from_directory,
+)
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from jinja2 import StrictUndefined
 from werkzeug.exceptions import HTTPException, TooManyRequests
@@ -31,6 +41,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from pipeline.errors import PipelineError, ProviderError
 from pipeline.providers.base import Provider
 from pipeline.settings import Settings, load_settings
+from subscribers import pages
 from subscribers.confirmation import ConfirmationSender, Links
 from subscribers.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
 from subscribers.forms import DEFAULT_FORM, FORMS, form_context, safe_next, site_origin
@@ -45,6 +56,8 @@ MAX_BODY = 16 * 1024
 MAX_TOKEN = 400
 CSRF_MAX_AGE = 24 * 3600
 HONEYPOT = "website"
+MEDIA_TYPES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp"})  # no SVG: it can script
+MEDIA_MAX_AGE = 7 * 24 * 3600
 THANKS = "Almost done: check your inbox for an email with a link to confirm your subscription."
 
 bp = Blueprint("web", __name__)
@@ -98,6 +111,7 @@ def create_app(
     app.context_processor(lambda: {"site_name": settings.site_name, "site_url": settings.site_url})
     _trust_proxies(app, settings)
     app.register_blueprint(bp)
+    app.register_blueprint(pages.bp)
     _register_error_handlers(app)
     app.after_request(_headers)
     return app
@@ -123,6 +137,16 @@ def services() -> Services:
 def healthz() -> Any:
     services().store.ping()
     return {"status": "ok"}
+
+
+@bp.get("/media/<path:filename>")
+def media(filename: str) -> Any:
+    """Images of content modules (``content/images/...``): sent emails link them here."""
+    sv = services()
+    if Path(filename).suffix.lower() not in MEDIA_TYPES:
+        raise NotFound("no such image")
+    # safe_join-based: ".." and absolute paths end in 404, never outside content/.
+    return send_from_directory(sv.settings.content_dir, filename, max_age=MEDIA_MAX_AGE)
 
 
 @bp.get("/subscribe")
