@@ -1,17 +1,15 @@
-"""Pages for what the emails link to: their images, and "view in your browser".
+"""``/view/<slug>``: "view in your browser" for a module without a ``url`` of its own.
 
-``/media/<path>`` serves images under ``content/`` (local images in a sent email point
-here). ``/view/<slug>`` shows a content module as its email, with the personal links
-turned into links to the signup page, once it has been sent to someone (a draft is
-never public).
+It shows a content module as its email, with the personal links turned into links to
+the signup page, once it has been sent to someone (a draft is never public). Images
+are served by ``/media/`` in ``subscribers.web``.
 """
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
 from typing import Any
 
-from flask import Blueprint, abort, current_app, send_from_directory
+from flask import Blueprint, abort, current_app
 
 from pipeline.content import find_module, load_module
 from pipeline.errors import PipelineError
@@ -19,19 +17,10 @@ from pipeline.render import compile_campaign
 from subscribers.ledger import Ledger
 
 bp = Blueprint("pages", __name__)
-IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".gif", ".webp"}
 
 
 def _services() -> Any:
     return current_app.extensions["newsletter"]
-
-
-@bp.get("/media/<path:name>")
-def media(name: str) -> Any:
-    if PurePosixPath(name).suffix.lower() not in IMAGE_TYPES:
-        abort(404)
-    content = _services().settings.content_dir
-    return send_from_directory(content, name, max_age=7 * 24 * 3600)  # safe_join inside
 
 
 @bp.get("/view/<slug>")
