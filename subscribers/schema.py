@@ -216,6 +216,41 @@ def _confirmation_queue_table(md: sa.MetaData) -> sa.Table:
     )
 
 
+def _delivery_events_table(md: sa.MetaData) -> sa.Table:
+    """What providers reported after a send (webhooks), once per provider event id."""
+    return sa.Table(
+        "delivery_events",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("provider", sa.String(32), nullable=False),
+        sa.Column("provider_event_id", sa.String(200), nullable=False),
+        # delivered | bounced | deferred | complained | unsubscribed | opened | clicked | unknown
+        sa.Column("type", sa.String(16), nullable=False),
+        sa.Column("bounce", sa.String(8), nullable=False, server_default=""),  # hard | soft
+        sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id", ondelete="SET NULL")),
+        sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id", ondelete="CASCADE")),
+        sa.Column("email_hash", sa.String(64), nullable=False, server_default=""),
+        sa.Column("detail", sa.Text, nullable=False, server_default=""),
+        sa.Column("occurred_at", UTCDateTime),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.UniqueConstraint("provider", "provider_event_id", name="uq_delivery_events_provider_id"),
+        sa.Index("ix_delivery_events_campaign", "campaign_id", "subscriber_id", "type"),
+        sa.Index("ix_delivery_events_address", "email_hash", "type", "id"),
+    )
+
+
+def _webhook_tokens_table(md: sa.MetaData) -> sa.Table:
+    """Signature tokens already used (Mailgun): a replayed request is refused."""
+    return sa.Table(
+        "webhook_tokens",
+        md,
+        sa.Column("provider", sa.String(32), primary_key=True),
+        sa.Column("token", sa.String(200), primary_key=True),
+        sa.Column("seen_at", UTCDateTime, nullable=False),
+        sa.Index("ix_webhook_tokens_seen", "seen_at"),
+    )
+
+
 subscribers = _subscribers_table(metadata)
 subscriber_topics = _topics_table(metadata)
 consents = _consents_table(metadata)
@@ -224,6 +259,8 @@ events = _events_table(metadata)
 campaigns = _campaigns_table(metadata)
 deliveries = _deliveries_table(metadata)
 confirmation_queue = _confirmation_queue_table(metadata)
+delivery_events = _delivery_events_table(metadata)
+webhook_tokens = _webhook_tokens_table(metadata)
 
 
 # ---------------------------------------------------------------------------------------
@@ -263,7 +300,21 @@ def _003_confirmation_queue(conn: Connection) -> None:
     _confirmation_queue_table(md).create(conn)
 
 
-MIGRATIONS: list[Migration] = [_001_initial, _002_send_ledger, _003_confirmation_queue]
+def _004_delivery_events(conn: Connection) -> None:
+    """provider webhook events and used webhook signature tokens"""
+    md = sa.MetaData()
+    sa.Table("subscribers", md, sa.Column("id", sa.Integer, primary_key=True))
+    sa.Table("campaigns", md, sa.Column("id", sa.Integer, primary_key=True))
+    _delivery_events_table(md).create(conn)
+    _webhook_tokens_table(md).create(conn)
+
+
+MIGRATIONS: list[Migration] = [
+    _001_initial,
+    _002_send_ledger,
+    _003_confirmation_queue,
+    _004_delivery_events,
+]
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:
