@@ -45,6 +45,10 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "ses_region": (str, "us-east-1"),
         "ses_configuration_set": (str, ""),
         "api_base_url": (str, ""),
+        # Provider webhooks (POST /webhooks/<provider>); their secrets come from the environment.
+        "soft_bounce_limit": (int, 3),  # soft bounces in a row that suppress an address
+        "webhook_tolerance": (int, 300),  # seconds a signed webhook timestamp may be off
+        "webhook_max_bytes": (int, 1_048_576),  # larger webhook bodies get 413
     },
     "send": {
         "rate": ((int, float), 0.0),
