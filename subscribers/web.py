@@ -74,6 +74,7 @@ class Services:
     inline: bool
     origin: str  # the site's origin: CORS, CSP form-action
     csp: str
+    thanks_page: str = ""  # rendered once: the same for every signup
 
 
 def create_app(
@@ -93,7 +94,9 @@ def create_app(
     settings = settings or load_settings()
     secret = settings.secret_key()
     app = Flask(__name__, template_folder=str(settings.templates_dir / "web"), static_folder=None)
-    app.config.update(SECRET_KEY=secret, MAX_CONTENT_LENGTH=MAX_BODY, MAX_FORM_MEMORY_SIZE=MAX_BODY)
+    # No SECRET_KEY: the app keeps no cookie session (tokens carry all state), and without
+    # one Flask skips opening a signed session on every request.
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, MAX_FORM_MEMORY_SIZE=MAX_BODY)
     app.jinja_env.undefined = StrictUndefined
     store = Store.from_settings(settings)
     links = Links(settings, secret)
@@ -274,7 +277,10 @@ def _signup_reply(body: Body, next_url: str | None) -> Any:
         return {"status": "pending", "message": THANKS}, 202
     if next_url:
         return redirect(next_url, code=303)
-    return render_template("thanks.html", message=THANKS)
+    sv = services()
+    if not sv.thanks_page:
+        sv.thanks_page = render_template("thanks.html", message=THANKS)
+    return sv.thanks_page
 
 
 def _form_error(sv: Services, body: Body, exc: InvalidInput) -> Any:
