@@ -413,7 +413,7 @@ def stats() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1))
-@click.option("--threads", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(min=1))
 @click.option("--access-log", is_flag=True, help="Log every request to stderr.")
 def serve(host: str, port: int, workers: int, threads: int, access_log: bool) -> None:
     """Run the web app: signup form, confirm, unsubscribe, preferences (gunicorn).

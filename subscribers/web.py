@@ -38,7 +38,7 @@ from jinja2 import StrictUndefined
 from werkzeug.exceptions import HTTPException, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from pipeline.errors import PipelineError, ProviderError
+from pipeline.errors import ConfigError, PipelineError, ProviderError
 from pipeline.providers.base import Provider
 from pipeline.settings import Settings, load_settings
 from subscribers import pages
@@ -58,6 +58,8 @@ CSRF_MAX_AGE = 24 * 3600
 HONEYPOT = "website"
 MEDIA_TYPES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp"})  # no SVG: it can script
 MEDIA_MAX_AGE = 7 * 24 * 3600
+CONFIRM_WORDING = "Opened the confirmation link sent to this address."
+PREFERENCES_WORDING = "Chose these topics on the preferences page (link from our email)."
 THANKS = "Almost done: check your inbox for an email with a link to confirm your subscription."
 
 bp = Blueprint("web", __name__)
@@ -92,25 +94,12 @@ def create_app(
     if confirmations not in ("inline", "queue"):
         raise PipelineError(f"confirmations must be 'inline' or 'queue', not {confirmations!r}")
     settings = settings or load_settings()
-    secret = settings.secret_key()
     app = Flask(__name__, template_folder=str(settings.templates_dir / "web"), static_folder=None)
     # No SECRET_KEY: the app keeps no cookie session (tokens carry all state), and without
     # one Flask skips opening a signed session on every request.
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, MAX_FORM_MEMORY_SIZE=MAX_BODY)
     app.jinja_env.undefined = StrictUndefined
-    store = Store.from_settings(settings)
-    links = Links(settings, secret)
-    app.extensions["newsletter"] = Services(
-        settings=settings,
-        store=store,
-        links=links,
-        sender=ConfirmationSender(settings, store, links, provider),
-        limiter=RateLimiter.from_env(settings.env),
-        secret_key=secret,
-        inline=confirmations == "inline",
-        origin=site_origin(settings),
-        csp=CSP.format(site=site_origin(settings)),
-    )
+    app.extensions["newsletter"] = _services(settings, provider, inline=confirmations == "inline")
     app.context_processor(lambda: {"site_name": settings.site_name, "site_url": settings.site_url})
     _trust_proxies(app, settings)
     app.register_blueprint(bp)
@@ -120,11 +109,31 @@ def create_app(
     return app
 
 
+def _services(settings: Settings, provider: Provider | None, *, inline: bool) -> Services:
+    secret = settings.secret_key()
+    store = Store.from_settings(settings)
+    links = Links(settings, secret)
+    return Services(
+        settings=settings,
+        store=store,
+        links=links,
+        sender=ConfirmationSender(settings, store, links, provider),
+        limiter=RateLimiter.from_env(settings.env),
+        secret_key=secret,
+        inline=inline,
+        origin=site_origin(settings),
+        csp=CSP.format(site=site_origin(settings)),
+    )
+
+
 def _trust_proxies(app: Flask, settings: Settings) -> None:
     """Behind nginx & co, NEWSLETTER_TRUSTED_PROXIES=1 makes the client IP the real one."""
     count = settings.env.get("NEWSLETTER_TRUSTED_PROXIES", "0").strip() or "0"
     if not count.isdigit():
-        raise PipelineError(f"NEWSLETTER_TRUSTED_PROXIES={count!r} must be a number")
+        raise ConfigError(
+            f"NEWSLETTER_TRUSTED_PROXIES={count!r} must be a number",
+            hint="the count of proxies in front of the app (0: none)",
+        )
     if int(count):
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=int(count), x_proto=int(count))  # type: ignore[method-assign]
 
@@ -180,7 +189,8 @@ def subscribe() -> Any:
 def confirm(token: str) -> Any:
     sv = services()
     subscriber_id, email = read_confirm_token(sv.secret_key, _checked(token))
-    sub, _changed = sv.store.confirm(subscriber_id, email, _consent("confirm", "confirmation link"))
+    consent = _consent("confirm", "confirmation link", CONFIRM_WORDING)
+    sub, _changed = sv.store.confirm(subscriber_id, email, consent)
     return render_template("confirmed.html", **_subscriber_context(sv, sub))
 
 
@@ -220,9 +230,8 @@ def preferences(token: str) -> Any:
     chosen = body.get_list("topics")
     topics = parse_topics(chosen, sv.settings.topics, default_all=False) if chosen else []
     name = clean_name(body.get("name")) if body.get("name") is not None else None
-    sub = sv.store.update_preferences(
-        subscriber_id, topics=topics, name=name, consent=_consent("preferences", "preferences page")
-    )
+    consent = _consent("preferences", "preferences page", PREFERENCES_WORDING)
+    sub = sv.store.update_preferences(subscriber_id, topics=topics, name=name, consent=consent)
     return render_template("preferences.html", saved=True, **_subscriber_context(sv, sub, token))
 
 
@@ -358,7 +367,7 @@ def _check_csrf(sv: Services, value: Any, subscriber_id: int) -> None:
 # ---- headers, CORS -------------------------------------------------------------------
 
 CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data: https:; "
     "form-action 'self' {site}; frame-ancestors 'none'; base-uri 'none'"
 )
 

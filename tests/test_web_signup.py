@@ -314,6 +314,19 @@ def test_rate_limit_per_ip_is_429_with_retry_after(
     assert app.extensions["newsletter"].store.count() == 4
 
 
+def test_behind_a_trusted_proxy_the_client_ip_is_the_forwarded_one(
+    project: Path, test_env: dict[str, str], provider: RecordingProvider
+) -> None:
+    settings = make_settings(project, test_env, NEWSLETTER_TRUSTED_PROXIES="1")
+    app = create_app(settings, provider=provider)
+    headers = {"X-Forwarded-For": "198.51.100.23"}
+    app.test_client().post("/subscribe", data={"email": "ip@example.com"}, headers=headers)
+    store = app.extensions["newsletter"].store
+    assert store.consents_for(store.find("ip@example.com").id)[0]["ip"] == "198.51.100.23"
+    with pytest.raises(PipelineError, match="NEWSLETTER_TRUSTED_PROXIES"):
+        create_app(make_settings(project, test_env, NEWSLETTER_TRUSTED_PROXIES="yes"))
+
+
 def test_a_provider_failure_is_a_friendly_503_and_keeps_the_signup(
     client: FlaskClient, store: Store, provider: RecordingProvider
 ) -> None:
