@@ -411,14 +411,23 @@ def stats() -> None:
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1))
-@click.option("--threads", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="TCP port."
+)
+@click.option(
+    "--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Processes."
+)
+@click.option(
+    "--threads", default=4, show_default=True, type=click.IntRange(min=1), help="Per worker."
+)
 @click.option("--access-log", is_flag=True, help="Log every request to stderr.")
 def serve(host: str, port: int, workers: int, threads: int, access_log: bool) -> None:
     """Run the web app: signup form, confirm, unsubscribe, preferences (gunicorn).
 
-    Set [site] base_url to the public address of this app: links in emails use it.
+    Beside the workers runs a low-priority mailer process that sends the confirmation
+    emails signups queue. Set [site] base_url to the public address of this app: links
+    in emails use it. Env: NEWSLETTER_SIGNUP_RATE_LIMIT (default 10/60 per IP, 0 = off),
+    NEWSLETTER_TRUSTED_PROXIES (proxies in front, for the client IP).
 
     \b
     Examples:
