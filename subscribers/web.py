@@ -254,10 +254,21 @@ def _signup_form(body: Body, settings: Settings) -> SignupForm:
     return SignupForm(
         email=normalise_email(body.get("email")),
         name=clean_name(body.get("name")),
-        topics=parse_topics(body.get_list("topics"), settings.topics),
+        topics=parse_topics(
+            body.get_list("topics"), settings.topics, default_all=not _topics_chosen(body)
+        ),
         form_id=form_id,
         next_url=None if body.is_json else safe_next(body.get("next"), settings),
     )
+
+
+def _topics_chosen(body: Body) -> bool:
+    """Whether the person saw the topic choices: then none ticked is an error, not "all".
+
+    Our forms send ``topics_shown`` (unticked checkboxes send nothing at all); a JSON
+    client chooses by sending the ``topics`` key.
+    """
+    return "topics" in body.data if body.is_json else body.get("topics_shown") is not None
 
 
 def _signup(sv: Services, form: SignupForm) -> None:
@@ -298,7 +309,7 @@ def _form_error(sv: Services, body: Body, exc: InvalidInput) -> Any:
     context = form_context(sv.settings, form_id, safe_next(body.get("next"), sv.settings))
     chosen = [t for t in body.get_list("topics") if t in sv.settings.topics]
     context["values"] = {"email": body.get("email") or "", "name": body.get("name") or ""}
-    context["checked_topics"] = chosen or list(sv.settings.topics)
+    context["checked_topics"] = chosen if _topics_chosen(body) else list(sv.settings.topics)
     return render_template("subscribe.html", error=exc, **context), 400
 
 

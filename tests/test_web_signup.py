@@ -125,6 +125,15 @@ def test_topics_default_to_all(client: FlaskClient, store: Store) -> None:
     assert store.find("bo@example.com").topics == ("offers", "updates")
 
 
+def test_unticking_every_topic_is_an_error_not_all(client: FlaskClient, store: Store) -> None:
+    before = snapshot(store)
+    resp = client.post("/subscribe", data={"email": "bo@example.com", "topics_shown": "1"})
+    assert resp.status_code == 400 and "choose at least one topic" in resp.get_data(as_text=True)
+    resp = client.post("/subscribe", json={"email": "bo@example.com", "topics": []})
+    assert resp.status_code == 400 and resp.json["error"]["field"] == "topics"
+    assert snapshot(store) == before
+
+
 def test_json_signup_answers_202_with_cors_for_the_site(
     client: FlaskClient, store: Store, provider: RecordingProvider
 ) -> None:
