@@ -49,6 +49,7 @@ from subscribers.ratelimit import RateLimiter
 from subscribers.store import Consent, Store
 from subscribers.tokens import TokenError, read_confirm_token, read_subscriber_token
 from subscribers.validation import clean_name, normalise_email, parse_topics
+from subscribers.webhooks import bp as webhooks_bp
 from subscribers.webinput import Body, read_body
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ def create_app(
     _trust_proxies(app, settings)
     app.register_blueprint(bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(webhooks_bp)  # POST /webhooks/<provider>
     _register_error_handlers(app)
     app.after_request(_headers)
     return app
