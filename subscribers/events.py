@@ -114,7 +114,7 @@ class EventLog:
     def _insert(self, values: dict[str, Any]) -> bool:
         with self.store._write() as conn:
             stmt = _insert_ignore(conn, e, ["provider", "provider_event_id"]).values(**values)
-            return conn.execute(stmt).rowcount == 1
+            return conn.execute(stmt.returning(e.c.id)).first() is not None
 
     def soft_bounces(self, email: str) -> int:
         """Soft bounces of this address since it last took a message (delivered, opened ...)."""
@@ -144,7 +144,7 @@ class EventLog:
             stmt = _insert_ignore(conn, t, ["provider", "token"]).values(
                 provider=provider, token=token[:200], seen_at=now
             )
-            return conn.execute(stmt).rowcount == 1
+            return conn.execute(stmt.returning(t.c.token)).first() is not None
 
     def release_token(self, provider: str, token: str) -> None:
         """Forget a token whose request failed, so the provider's retry is accepted."""
@@ -300,6 +300,9 @@ def _outcome(row: Any, events: list[Any]) -> dict[str, Any]:
 
 
 def _insert_ignore(conn: sa.Connection, table: sa.Table, keys: list[str]) -> Any:
-    """INSERT ... ON CONFLICT (keys) DO NOTHING, in the connection's dialect."""
+    """INSERT ... ON CONFLICT (keys) DO NOTHING, in the connection's dialect.
+
+    Callers add RETURNING to learn whether a row went in: PostgreSQL reports no rowcount
+    when SQLAlchemy adds an implicit RETURNING for the primary key."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table).on_conflict_do_nothing(index_elements=keys)
