@@ -44,6 +44,8 @@ class Ledger(Protocol):
 
     def release(self, campaign_id: int, claim: str) -> None: ...
 
+    def pending(self, campaign_id: int) -> int: ...
+
     def suppress(self, email: str, reason: str, source: str) -> None: ...
 
 
@@ -127,6 +129,7 @@ class Sender:
     batch_size: int
     limiter: RateLimiter
     lease: dt.timedelta = dt.timedelta(0)  # in-flight batches older than this are retaken
+    patience: float = 10.0  # seconds to wait for rows other workers are mid-claiming
     progress: Progress = lambda n: None
     tally: Tally = field(default_factory=Tally)
 
@@ -145,13 +148,27 @@ class Sender:
                 stale = self.ledger.recover(self.campaign_id, self.topic, older_than=self.lease)
                 for batch in stale:
                     self.send(provider, batch)
-            while drain and (
-                batch := self.ledger.claim(self.campaign_id, self.batch_size, self.topic)
-            ):
+            while drain and (batch := self._next_batch()):
                 self.send(provider, batch)
         finally:
             provider.close()
         return self.tally
+
+    def _next_batch(self) -> Claimed | None:
+        """The next batch, or None when nobody is left to claim.
+
+        With several workers, a claim skips rows another worker is claiming right now
+        (SKIP LOCKED): an empty claim while rows are still pending means "wait a moment",
+        not "done". Gives up after ``patience`` seconds of that.
+        """
+        deadline = time.monotonic() + self.patience
+        while True:
+            batch = self.ledger.claim(self.campaign_id, self.batch_size, self.topic)
+            if batch is not None or not self.ledger.pending(self.campaign_id):
+                return batch
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
 
     def send(self, provider: Provider, batch: Claimed) -> None:
         """One claimed batch: skip leavers, send the rest, record every outcome."""

@@ -144,6 +144,14 @@ class Ledger:
             batch = _claimed(conn, campaign_id, claim, topic)
         return batch if batch.rows or batch.left else None
 
+    def pending(self, campaign_id: int) -> int:
+        """Recipients still waiting to be claimed (some may be mid-claim elsewhere)."""
+        query = sa.select(sa.func.count()).where(
+            d.c.campaign_id == campaign_id, d.c.status == "pending"
+        )
+        with self.store._read() as conn:
+            return conn.execute(query).scalar_one()
+
     def recover(self, campaign_id: int, topic: str, *, older_than: dt.timedelta) -> list[Claimed]:
         """In-flight batches whose worker stopped (lease expired), taken over whole."""
         cutoff = self.store._now() - older_than

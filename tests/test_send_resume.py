@@ -225,3 +225,22 @@ def test_rate_limiter_paces_batches() -> None:
     for _ in range(3):
         limiter.wait(50)
     assert slept == [0.5, 1.0]
+
+
+def test_an_empty_claim_while_rows_are_pending_is_not_the_end(
+    store: Store, compiled, monkeypatch
+) -> None:
+    """With PostgreSQL workers, SKIP LOCKED hides rows another worker is mid-claiming."""
+    fill(store, N)
+    provider = Recorder()
+    sender = make_sender(store, compiled, provider)
+    real_claim = sender.ledger.claim
+    calls = {"n": 0}
+
+    def claim(*args, **kw):
+        calls["n"] += 1
+        return None if calls["n"] == 2 else real_claim(*args, **kw)  # rows "locked" once
+
+    monkeypatch.setattr(sender.ledger, "claim", claim)
+    assert sender.run().sent == N
+    assert received(provider.inbox) == everyone()
