@@ -29,6 +29,7 @@ from pipeline.providers.webhook_events import (
     WEBHOOKS,
     Malformed,
     Parsed,
+    Refused,
     WebhookError,
     WebhookParser,
     WebhookRequest,
@@ -127,17 +128,13 @@ def _handle(hooks: WebhookState, provider: str, parsed: Parsed) -> int:
     token = parsed.replay_token
     keep = dt.timedelta(seconds=2 * tolerance(hooks.settings) + 60)
     if token and not events_log.claim_token(provider, token, keep):
-        raise _Replayed("this signature token was used before", hint="a replayed request")
+        raise Refused("this signature token was used before", hint="a replayed request")
     try:
         return sum(hooks.feedback.apply(event) for event in parsed.events)
     except BaseException:
         if token:
             events_log.release_token(provider, token)
         raise
-
-
-class _Replayed(WebhookError):
-    status = 403
 
 
 # ---- errors: JSON for the provider, a log line for us, never a trace -----------------
