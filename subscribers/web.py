@@ -251,7 +251,7 @@ class SignupForm:
 
 def _signup_form(body: Body, settings: Settings) -> SignupForm:
     form_id = body.get("form") or DEFAULT_FORM
-    if form_id not in FORMS:
+    if not isinstance(form_id, str) or form_id not in FORMS:
         raise InvalidInput("form", "unknown signup form")
     return SignupForm(
         email=normalise_email(body.get("email")),
@@ -307,7 +307,8 @@ def _signup_reply(body: Body, next_url: str | None) -> Any:
 
 def _form_error(sv: Services, body: Body, exc: InvalidInput) -> Any:
     """Show the hosted form again with the message and what the person typed."""
-    form_id = body.get("form") if body.get("form") in FORMS else DEFAULT_FORM
+    given = body.get("form")
+    form_id = given if isinstance(given, str) and given in FORMS else DEFAULT_FORM
     context = form_context(sv.settings, form_id, safe_next(body.get("next"), sv.settings))
     chosen = [t for t in body.get_list("topics") if t in sv.settings.topics]
     context["values"] = {"email": body.get("email") or "", "name": body.get("name") or ""}

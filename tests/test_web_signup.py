@@ -281,8 +281,16 @@ def test_bad_json_input_is_a_400_json_error_and_changes_nothing(
 
 @pytest.mark.parametrize(
     "body",
-    [{"email": 42}, {"email": "ann@example.com", "name": ["x"]}, {"email": "a@b.co", "topics": 3}],
-    ids=["number", "list-name", "number-topics"],
+    [
+        {"email": 42},
+        {"email": "ann@example.com", "name": ["x"]},
+        {"email": "a@b.co", "topics": 3},
+        {"email": "a@b.co", "topics": {"updates": True}},
+        {"email": "a@b.co", "form": ["article"]},
+        {"email": "a@b.co", "form": {"id": 1}},
+        {"email": None},
+    ],
+    ids=["number", "list-name", "number-topics", "dict-topics", "list-form", "dict-form", "null"],
 )
 def test_json_fields_of_the_wrong_type_are_400(
     client: FlaskClient, store: Store, body: dict[str, object]
