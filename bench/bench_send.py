@@ -49,7 +49,7 @@ def fill(root: Path, n: int, env: dict[str, str]) -> None:
             store.add_many(rows, confirmed=True, consent=CONSENT)
 
 
-def timed_send(root: Path, env: dict[str, str]) -> tuple[float, float, str]:
+def timed_send(root: Path, env: dict[str, str], *extra: str) -> tuple[float, float, str]:
     """(seconds, peak RSS in MB, output) of one `newsletter send --yes` process."""
     cmd = [
         sys.executable,
@@ -60,6 +60,7 @@ def timed_send(root: Path, env: dict[str, str]) -> tuple[float, float, str]:
         "send",
         "hip-hinge",
         "--yes",
+        *extra,
     ]
     start = time.perf_counter()
     proc = subprocess.Popen(
