@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import functools
 import hashlib
@@ -12,25 +11,30 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import click
 
 from pipeline.check import check_module
+from pipeline.commands_report import UNFINISHED, counts_line
 from pipeline.content import ContentModule, find_module, load_module, newest
-from pipeline.errors import ConfigError, PipelineError, ProviderError, SendError
+from pipeline.errors import ConfigError, ProviderError, SendError
 from pipeline.providers import get_provider, provider_class
 from pipeline.render import Compiled, Recipient, compile_campaign
 from pipeline.send import RateLimiter, Sender, Tally, abort_message
 from pipeline.settings import Settings
 
+if TYPE_CHECKING:  # the CLI wires the store in; imported lazily at run time
+    from click._termui_impl import ProgressBar
+
+    from subscribers.ledger import Campaign, Ledger
+    from subscribers.store import Store
+
 WORKER_LEASE = dt.timedelta(minutes=10)
-UNFINISHED = ("pending", "inflight", "retry")
 
 
 def register(group: click.Group) -> None:
     group.add_command(send)
-    group.add_command(campaigns)
-    group.add_command(report)
 
 
 @dataclass
@@ -147,7 +151,9 @@ def send(
         )
 
 
-def _open(job: Job, ledger, store, *, yes: bool, include_new: bool):  # noqa: ANN001, ANN202
+def _open(
+    job: Job, ledger: Ledger, store: Store, *, yes: bool, include_new: bool
+) -> tuple[Campaign, int]:
     module = job.module
     content_hash = hashlib.sha256(module.path.read_bytes()).hexdigest()
     campaign = ledger.campaign(module.slug, job.topic)
@@ -209,7 +215,14 @@ def _confirm(job: Job, recipients: int, note: str, yes: bool) -> None:
     click.confirm(f"Send to {recipients} recipient(s)?", abort=True)
 
 
-def _sender(job: Job, ledger, campaign_id: int, batch_size, rate, worker) -> Sender:  # noqa: ANN001
+def _sender(
+    job: Job,
+    ledger: Ledger,
+    campaign_id: int,
+    batch_size: int | None,
+    rate: float | None,
+    worker: bool,
+) -> Sender:
     from subscribers.tokens import subscriber_token
 
     settings = job.settings
@@ -229,10 +242,10 @@ def _sender(job: Job, ledger, campaign_id: int, batch_size, rate, worker) -> Sen
 
 def _run(
     sender: Sender,
-    ledger,
+    ledger: Ledger,
     remaining: int,
     helper_args: list[str] | None,
-    helpers: int,  # noqa: ANN001
+    helpers: int,
 ) -> tuple[Tally, float, ProviderError | None]:
     """Send with a progress bar; with helper processes, the bar follows the ledger."""
     start = time.monotonic()
@@ -276,7 +289,9 @@ def _helper_args(ctx: click.Context, job: Job, sender: Sender, rate: float) -> l
     ]
 
 
-def _with_helpers(sender: Sender, ledger, args: list[str], helpers: int, bar) -> None:  # noqa: ANN001
+def _with_helpers(
+    sender: Sender, ledger: Ledger, args: list[str], helpers: int, bar: ProgressBar
+) -> None:
     """Run ``helpers`` child processes and this one on the same queue; merge tallies."""
     procs = [subprocess.Popen(args, stdout=subprocess.PIPE, text=True) for _ in range(helpers)]
     done = threading.Event()
@@ -295,7 +310,7 @@ def _with_helpers(sender: Sender, ledger, args: list[str], helpers: int, bar) ->
             click.secho(f"a sending process stopped (exit {proc.returncode})", fg="red", err=True)
 
 
-def _follow(ledger, campaign_id: int, bar, done: threading.Event) -> None:  # noqa: ANN001
+def _follow(ledger: Ledger, campaign_id: int, bar: ProgressBar, done: threading.Event) -> None:
     """Move the progress bar by what every process has recorded in the ledger."""
 
     def finished() -> int:
@@ -307,7 +322,7 @@ def _follow(ledger, campaign_id: int, bar, done: threading.Event) -> None:  # no
         bar.update(finished() - base - bar.pos)
 
 
-def _child(job: Job, ledger, batch_size: int | None, rate: float | None) -> None:  # noqa: ANN001
+def _child(job: Job, ledger: Ledger, batch_size: int | None, rate: float | None) -> None:
     """A --concurrency helper: drain the existing campaign, print the tally as JSON."""
     campaign = ledger.campaign(job.module.slug, job.topic)
     if campaign is None:
@@ -333,14 +348,9 @@ def _summary(job: Job, tally: Tally, counts: dict[str, int], elapsed: float) -> 
         f"suppressed {tally.suppressed}, in {_duration(elapsed)}",
         fg="green" if not (tally.failed or left) else "yellow",
     )
-    click.echo(f"campaign total: {_counts_line(counts)}; left to send: {left}")
+    click.echo(f"campaign total: {counts_line(counts)}; left to send: {left}")
     for reason, n in tally.reasons.most_common(5):
         click.echo(f"  {n} x {reason}")
-
-
-def _counts_line(counts: dict[str, int]) -> str:
-    order = ("sent", "failed", "skipped", "retry", "pending", "inflight")
-    return ", ".join(f"{s} {counts.get(s, 0)}" for s in order if counts.get(s) or s == "sent")
 
 
 def _duration(seconds: float) -> str:
@@ -369,7 +379,7 @@ def _test_send(job: Job, address: str) -> None:
     )
 
 
-def _dry_run(job: Job, store) -> None:  # noqa: ANN001
+def _dry_run(job: Job, store: Store) -> None:
     from subscribers.tokens import subscriber_token
 
     token = functools.partial(subscriber_token, job.settings.secret_key())
@@ -385,143 +395,3 @@ def _dry_run(job: Job, store) -> None:  # noqa: ANN001
         f"{size / max(count, 1) / 1024:.1f} KB each, in {_duration(elapsed)}; nothing sent",
         fg="green",
     )
-
-
-@click.command()
-@click.pass_context
-def campaigns(ctx: click.Context) -> None:
-    """List campaigns with their per-status counts.
-
-    \b
-    Example:
-      newsletter campaigns
-    """
-    from pipeline.cli import get_settings
-    from subscribers.ledger import Ledger
-    from subscribers.store import Store
-
-    with Store.from_settings(get_settings(ctx)) as store:
-        rows = Ledger(store).campaigns()
-    if not rows:
-        click.echo("no campaigns yet; start one with: newsletter send SLUG")
-        return
-    click.echo(
-        f"{'slug':32} {'topic':10} {'started':16} {'sent':>7} {'failed':>7} "
-        f"{'skipped':>7} {'left':>7}"
-    )
-    for campaign, counts in rows:
-        left = sum(counts.get(s, 0) for s in UNFINISHED)
-        click.echo(
-            f"{campaign.slug:32} {campaign.topic:10} "
-            f"{campaign.created_at:%Y-%m-%d %H:%M} {counts.get('sent', 0):>7} "
-            f"{counts.get('failed', 0):>7} {counts.get('skipped', 0):>7} {left:>7}"
-        )
-
-
-@click.command()
-@click.argument("slug")
-@click.option("--topic", help="The campaign's topic, when SLUG went to more than one.")
-@click.option(
-    "--csv",
-    "as_csv",
-    is_flag=True,
-    help="Per-recipient outcomes as CSV on stdout: email, ledger status, reason, last event, "
-    "counts per event.",
-)
-@click.pass_context
-def report(ctx: click.Context, slug: str, topic: str | None, as_csv: bool) -> None:
-    """Show what a campaign sent: counts per status, the failures, and what the provider
-    reported through its webhooks (delivered, bounced, complained, unsubscribed, clicked,
-    opened). Opens are unreliable: privacy proxies fetch images; clicks are the better signal.
-
-    \b
-    Example:
-      newsletter report hip-hinge
-      newsletter report hip-hinge --csv > hip-hinge-outcomes.csv
-    """
-    from pipeline.cli import get_settings
-    from subscribers.events import EventLog
-    from subscribers.ledger import Ledger
-    from subscribers.store import Store
-
-    settings = get_settings(ctx)
-    with Store.from_settings(settings) as store:
-        ledger = Ledger(store)
-        found = [
-            (c, n)
-            for c, n in ledger.campaigns()
-            if c.slug == slug and (topic is None or c.topic == topic)
-        ]
-        if not found:
-            raise PipelineError(
-                f"no campaign {slug!r}", hint="list them with: newsletter campaigns"
-            )
-        if as_csv:
-            return _outcomes_csv(EventLog(store), found)
-        for campaign, counts in found:
-            click.echo(
-                f"{campaign.slug} ({campaign.topic}): {campaign.subject!r}, via "
-                f"{campaign.provider}, started {campaign.created_at:%Y-%m-%d %H:%M} UTC"
-            )
-            click.echo(f"  {_counts_line(counts)}; total {sum(counts.values())}")
-            for email, status, reason in ledger.failures(campaign.id):
-                click.echo(f"  {status:8} {email}  {reason}")
-            _event_lines(EventLog(store).counts(campaign.id))
-
-
-OUTCOME_COLUMNS = (
-    "email",
-    "topic",
-    "status",
-    "reason",
-    "last_event",
-    "last_event_at",
-    "last_event_detail",
-    "delivered",
-    "bounced",
-    "complained",
-    "unsubscribed",
-    "opened",
-    "clicked",
-)
-
-
-def _event_lines(counts: dict[str, int]) -> None:
-    """What the provider reported, in recipients (each counted once per kind of event)."""
-    if not any(counts.get(kind, 0) for kind in ("delivered", "bounced", "complained", "opened")):
-        click.echo("  provider events: none reported yet (set up webhooks: README, Webhooks)")
-        return
-    bounced = f"bounced {counts['bounced']}"
-    if counts.get("bounced_hard") or counts.get("bounced_soft"):
-        bounced += f" (hard {counts.get('bounced_hard', 0)}, soft {counts.get('bounced_soft', 0)})"
-    click.echo(
-        f"  provider events (recipients): delivered {counts['delivered']}, {bounced}, "
-        f"complained {counts['complained']}, unsubscribed {counts['unsubscribed']}, "
-        f"clicked {counts['clicked']}"
-    )
-    click.echo(
-        f"  opened {counts['opened']} (unreliable: privacy proxies pre-fetch images; "
-        "clicks are the better signal)"
-    )
-
-
-def _outcomes_csv(events, found) -> None:  # noqa: ANN001 - EventLog, [(Campaign, counts)]
-    writer = csv.DictWriter(_Echo(), fieldnames=OUTCOME_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for campaign, _counts in found:
-        for row in events.outcomes(campaign.id):
-            writer.writerow({k: _cell(v) for k, v in {**row, "topic": campaign.topic}.items()})
-
-
-class _Echo:
-    """A file-like ``write`` that goes through click.echo (CliRunner captures it)."""
-
-    def write(self, text: str) -> None:
-        click.echo(text, nl=False)
-
-
-def _cell(value: object) -> object:
-    """A CSV cell a spreadsheet will not run as a formula (provider text is untrusted)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
