@@ -117,21 +117,25 @@ class Template:
     can type anything, braces included, into their name.
     """
 
-    __slots__ = ("fields", "json_parts", "parts", "qp_parts")
-
     def __init__(self, text: str) -> None:
         pieces = MARKER_RE.split(text)
         self.parts = pieces
         self.fields = [(i, pieces[i]) for i in range(1, len(pieces), 2)]
-        # The same parts JSON-escaped once per campaign: JSON providers embed the filled
-        # result as is (orjson.Fragment) instead of escaping ~20 KB per recipient.
-        self.json_parts = [b'"'] + [json_inner(p) for p in pieces] + [b'"']
-        # And quoted-printable, each part on lines of its own (soft breaks between),
-        # so the MIME writer only encodes the few personal values per recipient.
-        self.qp_parts = [qp_inner(p) for p in pieces]
         unknown = {name for _, name in self.fields} - set(PERSONAL_FIELDS)
         if unknown:
             raise ValueError(f"unknown personal field(s): {', '.join(sorted(unknown))}")
+
+    @functools.cached_property
+    def json_parts(self) -> list[bytes]:
+        """The parts JSON-escaped, once per campaign (on first use): JSON providers embed
+        the filled result as is (orjson.Fragment) instead of escaping ~20 KB per recipient."""
+        return [b'"'] + [json_inner(p) for p in self.parts] + [b'"']
+
+    @functools.cached_property
+    def qp_parts(self) -> list[bytes]:
+        """The parts quoted-printable, each on lines of its own (soft breaks between), so
+        the MIME writer encodes only the few personal values per recipient."""
+        return [qp_inner(p) for p in self.parts]
 
     def fill(self, values: dict[str, str]) -> str:
         out = self.parts.copy()
