@@ -26,9 +26,11 @@ from pipeline.errors import ProviderError
 from pipeline.providers.base import Provider
 from pipeline.providers.retry import (
     RetryPolicy,
+    Sleep,
     TryAgain,
     call_with_retry,
     retry_after_seconds,
+    retry_policy,
 )
 from pipeline.settings import Settings
 
@@ -69,6 +71,17 @@ class HttpProvider(Provider):
         self.retry = retry
         self._secrets = tuple(s for s in secrets if s)
         self._session: requests.Session | None = None
+
+    @classmethod
+    def http_options(
+        cls, settings: Settings, sleep: Sleep | None = None, default_base_url: str | None = None
+    ) -> dict[str, Any]:
+        """Base URL, timeout and retry policy from settings: what every HTTP provider takes."""
+        return {
+            "base_url": cls.base_url_from(settings, default_base_url),
+            "timeout": settings.provider_options.get("timeout", 15.0),
+            "retry": retry_policy(settings, sleep),
+        }
 
     @classmethod
     def base_url_from(cls, settings: Settings, default: str | None = None) -> str:
@@ -233,3 +246,22 @@ class HttpProvider(Provider):
                 response, "request too large", hint="lower send.batch_size in newsletter.toml"
             )
         return self.refuse(response, f"unexpected reply HTTP {status}")
+
+
+class BearerProvider(HttpProvider):
+    """A JSON API authenticated by ``Authorization: Bearer KEY``, the key from one
+    environment variable (SendGrid, Resend)."""
+
+    secret_name: ClassVar[str]
+
+    def __init__(self, *, api_key: str, **http: Any) -> None:
+        super().__init__(secrets=(api_key,), **http)
+        self._api_key = api_key
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, sleep: Sleep | None = None) -> BearerProvider:
+        api_key = settings.secret(cls.secret_name, needed_for=f"provider {cls.name}")
+        return cls(api_key=api_key, **cls.http_options(settings, sleep))
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"}

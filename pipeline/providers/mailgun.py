@@ -24,7 +24,7 @@ from pipeline.message import Message
 from pipeline.providers.base import SendResult, Status, in_order, send_in_parts
 from pipeline.providers.http import HttpProvider
 from pipeline.providers.merge import Template, factor, group_by, unique_by
-from pipeline.providers.retry import Sleep, retry_policy
+from pipeline.providers.retry import Sleep
 from pipeline.settings import Settings
 
 SECRET = "MAILGUN_API_KEY"
@@ -79,9 +79,7 @@ class MailgunProvider(HttpProvider):
         return cls(
             api_key=api_key,
             domain=domain,
-            base_url=cls.base_url_from(settings, HOSTS[region]),
-            timeout=options.get("timeout", 15.0),
-            retry=retry_policy(settings, sleep),
+            **cls.http_options(settings, sleep, HOSTS[region]),
         )
 
     def request_auth(self) -> tuple[str, str]:

@@ -18,7 +18,7 @@ from pipeline.errors import ProviderError
 from pipeline.message import Message, json_bodies
 from pipeline.providers.base import SendResult, Status
 from pipeline.providers.http import JSON_HEADERS, HttpProvider, encode_json
-from pipeline.providers.retry import Sleep, retry_policy
+from pipeline.providers.retry import Sleep
 from pipeline.settings import Settings
 
 SECRET = "POSTMARK_SERVER_TOKEN"
@@ -70,9 +70,7 @@ class PostmarkProvider(HttpProvider):
         return cls(
             token=token,
             message_stream=options.get("postmark_message_stream") or "broadcast",
-            base_url=cls.base_url_from(settings),
-            timeout=options.get("timeout", 15.0),
-            retry=retry_policy(settings, sleep),
+            **cls.http_options(settings, sleep),
         )
 
     def auth_headers(self) -> dict[str, str]:

@@ -20,9 +20,7 @@ import requests
 
 from pipeline.message import Message, json_bodies
 from pipeline.providers.base import SendResult, Status
-from pipeline.providers.http import JSON_HEADERS, HttpProvider, encode_json
-from pipeline.providers.retry import Sleep, retry_policy
-from pipeline.settings import Settings
+from pipeline.providers.http import JSON_HEADERS, BearerProvider, encode_json
 
 SECRET = "RESEND_API_KEY"
 PATH = "/emails/batch"
@@ -58,7 +56,7 @@ def idempotency_key(messages: Sequence[Message]) -> str:
     return f"nl-batch-{digest.hexdigest()}"
 
 
-class ResendProvider(HttpProvider):
+class ResendProvider(BearerProvider):
     name = "resend"
     encodings = frozenset({"json"})
     max_batch = 100
@@ -66,22 +64,7 @@ class ResendProvider(HttpProvider):
     default_base_url = "https://api.resend.com"
     auth_hint = ACCOUNT_ERRORS["invalid_api_key"]
 
-    def __init__(self, *, api_key: str, **http: Any) -> None:
-        super().__init__(secrets=(api_key,), **http)
-        self._api_key = api_key
-
-    @classmethod
-    def from_settings(cls, settings: Settings, *, sleep: Sleep | None = None) -> ResendProvider:
-        api_key = settings.secret(SECRET, needed_for="provider resend")
-        return cls(
-            api_key=api_key,
-            base_url=cls.base_url_from(settings),
-            timeout=settings.provider_options.get("timeout", 15.0),
-            retry=retry_policy(settings, sleep),
-        )
-
-    def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._api_key}"}
+    secret_name = SECRET
 
     # -- request ---------------------------------------------------------------------
 

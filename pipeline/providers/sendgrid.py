@@ -20,10 +20,8 @@ import requests
 
 from pipeline.message import Message
 from pipeline.providers.base import SendResult, Status, in_order, send_in_parts
-from pipeline.providers.http import JSON_HEADERS, HttpProvider, encode_json
+from pipeline.providers.http import JSON_HEADERS, BearerProvider, encode_json
 from pipeline.providers.merge import Template, factor, group_by, unique_by
-from pipeline.providers.retry import Sleep, retry_policy
-from pipeline.settings import Settings
 
 SECRET = "SENDGRID_API_KEY"
 PATH = "/v3/mail/send"
@@ -44,28 +42,13 @@ ACCOUNT_ERRORS: dict[int, str] = {
 PERSONALIZATION = re.compile(r"^personalizations\.(\d+)\b")
 
 
-class SendGridProvider(HttpProvider):
+class SendGridProvider(BearerProvider):
     name = "sendgrid"
     max_batch = 1000
     default_base_url = "https://api.sendgrid.com"
     auth_hint = ACCOUNT_ERRORS[401]
 
-    def __init__(self, *, api_key: str, **http: Any) -> None:
-        super().__init__(secrets=(api_key,), **http)
-        self._api_key = api_key
-
-    @classmethod
-    def from_settings(cls, settings: Settings, *, sleep: Sleep | None = None) -> SendGridProvider:
-        api_key = settings.secret(SECRET, needed_for="provider sendgrid")
-        return cls(
-            api_key=api_key,
-            base_url=cls.base_url_from(settings),
-            timeout=settings.provider_options.get("timeout", 15.0),
-            retry=retry_policy(settings, sleep),
-        )
-
-    def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._api_key}"}
+    secret_name = SECRET
 
     # -- planning the requests ---------------------------------------------------------
 

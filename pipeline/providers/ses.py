@@ -23,7 +23,7 @@ from pipeline.errors import ConfigError
 from pipeline.message import Message, json_bodies
 from pipeline.providers.base import SendResult, Status, send_in_parts
 from pipeline.providers.http import JSON_HEADERS, HttpProvider, encode_json
-from pipeline.providers.retry import Sleep, retry_policy
+from pipeline.providers.retry import Sleep
 from pipeline.settings import Settings
 
 PATH = "/v2/email/outbound-emails"
@@ -106,9 +106,7 @@ class SesProvider(HttpProvider):
             session_token=settings.env.get("AWS_SESSION_TOKEN", ""),
             region=region,
             configuration_set=str(options.get("ses_configuration_set") or ""),
-            base_url=cls.base_url_from(settings, f"https://email.{region}.amazonaws.com"),
-            timeout=options.get("timeout", 15.0),
-            retry=retry_policy(settings, sleep),
+            **cls.http_options(settings, sleep, f"https://email.{region}.amazonaws.com"),
         )
 
     def request_auth(self) -> AWS4Auth:
