@@ -83,3 +83,22 @@ def artifacts() -> Path:
     """Folder for screenshots and other test artifacts kept after the run."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+def recorder() -> object:
+    """An in-memory email provider for web tests (subscribers.testing.RecordingProvider)."""
+    from subscribers.testing import RecordingProvider
+
+    return RecordingProvider()
+
+
+@pytest.fixture
+def web_app(project: Path, test_env: dict[str, str], recorder: object) -> Iterator[object]:
+    """The Flask app on the project's settings, rate limit off, mail to ``recorder``."""
+    from subscribers.web import create_app
+
+    env = {**test_env, "NEWSLETTER_SIGNUP_RATE_LIMIT": "0"}
+    app = create_app(load_settings(project / "newsletter.toml", env=env), provider=recorder)
+    yield app
+    app.extensions["newsletter"].store.close()

@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from pipeline.errors import ConfigError
-from pipeline.settings import load_settings
 from subscribers.errors import DatabaseUnavailable
 from subscribers.store import Store
-from subscribers.testing import RecordingProvider, snapshot
-from subscribers.web import MAX_BODY, create_app
+from subscribers.testing import snapshot
+from subscribers.web import MAX_BODY
 
 FORM = "application/x-www-form-urlencoded"
 JSON = {"Accept": "application/json"}
 
 
 @pytest.fixture
-def app(project: Path, test_env: dict[str, str]) -> Iterator[Flask]:
-    env = {**test_env, "NEWSLETTER_SIGNUP_RATE_LIMIT": "0"}
-    settings = load_settings(project / "newsletter.toml", env=env)
-    app = create_app(settings, provider=RecordingProvider())
-    yield app
-    app.extensions["newsletter"].store.close()
+def app(web_app: Flask) -> Flask:
+    return web_app
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import itsdangerous.timed
@@ -38,15 +37,13 @@ def make_settings(project: Path, env: dict[str, str], **extra: str) -> Settings:
 
 
 @pytest.fixture
-def provider() -> RecordingProvider:
-    return RecordingProvider()
+def provider(recorder: RecordingProvider) -> RecordingProvider:
+    return recorder
 
 
 @pytest.fixture
-def app(project: Path, test_env: dict[str, str], provider: RecordingProvider) -> Iterator[Flask]:
-    app = create_app(make_settings(project, test_env), provider=provider)
-    yield app
-    app.extensions["newsletter"].store.close()
+def app(web_app: Flask) -> Flask:
+    return web_app
 
 
 @pytest.fixture

@@ -3,34 +3,27 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from pipeline.settings import load_settings
 from subscribers.store import Consent, Store
 from subscribers.testing import RecordingProvider, snapshot, unsubscribe_url
 from subscribers.tokens import subscriber_token
-from subscribers.web import create_app
 
 SECRET = "test-secret-key"
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
 
 @pytest.fixture
-def provider() -> RecordingProvider:
-    return RecordingProvider()
+def provider(recorder: RecordingProvider) -> RecordingProvider:
+    return recorder
 
 
 @pytest.fixture
-def app(project: Path, test_env: dict[str, str], provider: RecordingProvider) -> Iterator[Flask]:
-    env = {**test_env, "NEWSLETTER_SIGNUP_RATE_LIMIT": "0"}
-    app = create_app(load_settings(project / "newsletter.toml", env=env), provider=provider)
-    yield app
-    app.extensions["newsletter"].store.close()
+def app(web_app: Flask) -> Flask:
+    return web_app
 
 
 @pytest.fixture
