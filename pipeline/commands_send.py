@@ -162,7 +162,9 @@ def _open(
         if audience == 0:
             raise SendError(
                 f"nobody to send to: no confirmed subscribers of {job.topic!r}",
-                hint="check with: newsletter subscribers stats",
+                hint="readers sign up through `newsletter serve` (/subscribe); to add one "
+                "yourself: newsletter subscribers add EMAIL --confirmed --consent-source "
+                "'...'; `make demo` shows the whole flow",
             )
         _confirm(job, audience, "", yes)
         campaign, _ = ledger.open_campaign(
