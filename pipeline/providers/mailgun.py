@@ -21,9 +21,9 @@ import requests
 
 from pipeline.errors import ConfigError
 from pipeline.message import Message
-from pipeline.providers.base import SendResult, Status, in_order, send_in_parts
+from pipeline.providers.base import SendResult, Status, send_in_parts
 from pipeline.providers.http import HttpProvider
-from pipeline.providers.merge import Template, factor, group_by, unique_by
+from pipeline.providers.merge import MergedSend, Template, factor
 from pipeline.providers.retry import Sleep
 from pipeline.settings import Settings
 
@@ -48,7 +48,7 @@ ACCOUNT_ERRORS: dict[int, str] = {
 }
 
 
-class MailgunProvider(HttpProvider):
+class MailgunProvider(MergedSend, HttpProvider):
     name = "mailgun"
     max_batch = 1000
     default_base_url = HOSTS["us"]
@@ -90,28 +90,9 @@ class MailgunProvider(HttpProvider):
 
     # -- planning the requests ---------------------------------------------------------
 
-    def send_batch(self, messages: Sequence[Message]) -> list[SendResult]:
-        self.check_batch(messages)
-        parts = [
-            part
-            for group in group_by(messages, _shared_fields)
-            for part in unique_by(group, lambda m: m.to_email.lower())  # one variables entry each
-        ]
-        return in_order(messages, send_in_parts(parts, self._send_merged))
-
-    def _send_merged(self, messages: Sequence[Message]) -> list[SendResult]:
-        templates = self.templates(messages)
-        if templates is None:
-            groups = group_by(messages, lambda m: (m.text, m.html))
-            return send_in_parts(groups, self._send_same_body)
-        return self._send(messages, *templates)
-
-    def _send_same_body(self, messages: Sequence[Message]) -> list[SendResult]:
-        empty: list[tuple[str, ...]] = [() for _ in messages]
-        first = messages[0]
-        return self._send(
-            messages, Template(first.text, (), empty), Template(first.html, (), empty)
-        )
+    @staticmethod
+    def shared_fields(m: Message) -> tuple[Any, ...]:
+        return _shared_fields(m)
 
     def templates(self, messages: Sequence[Message]) -> tuple[Template, Template] | None:
         text = factor([m.text for m in messages], "\n", _marker("t"), reserved=RESERVED)

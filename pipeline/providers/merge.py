@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from pipeline.message import Message
+from pipeline.providers.base import SendResult, in_order, send_in_parts
 
 T = TypeVar("T")
 
@@ -182,3 +185,47 @@ def unique_by(items: Sequence[T], key: Callable[[T], Hashable]) -> list[list[T]]
             parts.append([item])
             seen.append({k})
     return parts
+
+
+class MergedSend:
+    """``send_batch`` for providers that send one body per request with per-recipient
+    values (SendGrid, Mailgun). The provider says what must be equal within a request
+    (``shared_fields``), how to merge bodies (``templates``) and sends one request
+    (``_send``)."""
+
+    check_batch: Callable[[Sequence[Message]], None]
+
+    @staticmethod
+    def shared_fields(m: Message) -> Hashable:
+        raise NotImplementedError
+
+    def templates(self, messages: Sequence[Message]) -> tuple[Template, Template] | None:
+        raise NotImplementedError
+
+    def _send(self, messages: Sequence[Message], text: Template, html: Template) -> Any:
+        raise NotImplementedError
+
+    def send_batch(self, messages: Sequence[Message]) -> list[SendResult]:
+        self.check_batch(messages)
+        parts = [
+            part
+            for group in group_by(messages, self.shared_fields)
+            # one entry per address: Mailgun's variables and SendGrid refuse repeats
+            for part in unique_by(group, lambda m: m.to_email.lower())
+        ]
+        return in_order(messages, send_in_parts(parts, self._send_merged))
+
+    def _send_merged(self, messages: Sequence[Message]) -> list[SendResult]:
+        """One request for the part, or smaller ones when its bodies do not merge."""
+        templates = self.templates(messages)
+        if templates is None:
+            groups = group_by(messages, lambda m: (m.text, m.html))
+            return send_in_parts(groups, self._send_same_body)
+        return self._send(messages, *templates)
+
+    def _send_same_body(self, messages: Sequence[Message]) -> list[SendResult]:
+        empty: list[tuple[str, ...]] = [() for _ in messages]
+        first = messages[0]
+        return self._send(
+            messages, Template(first.text, (), empty), Template(first.html, (), empty)
+        )

@@ -19,9 +19,9 @@ from typing import Any
 import requests
 
 from pipeline.message import Message
-from pipeline.providers.base import SendResult, Status, in_order, send_in_parts
+from pipeline.providers.base import SendResult, Status
 from pipeline.providers.http import JSON_HEADERS, BearerProvider, encode_json
-from pipeline.providers.merge import Template, factor, group_by, unique_by
+from pipeline.providers.merge import MergedSend, Template, factor
 
 SECRET = "SENDGRID_API_KEY"
 PATH = "/v3/mail/send"
@@ -42,7 +42,7 @@ ACCOUNT_ERRORS: dict[int, str] = {
 PERSONALIZATION = re.compile(r"^personalizations\.(\d+)\b")
 
 
-class SendGridProvider(BearerProvider):
+class SendGridProvider(MergedSend, BearerProvider):
     name = "sendgrid"
     max_batch = 1000
     default_base_url = "https://api.sendgrid.com"
@@ -52,27 +52,9 @@ class SendGridProvider(BearerProvider):
 
     # -- planning the requests ---------------------------------------------------------
 
-    def send_batch(self, messages: Sequence[Message]) -> list[SendResult]:
-        self.check_batch(messages)
-        parts = [
-            part
-            for group in group_by(messages, _shared_fields)
-            for part in unique_by(group, lambda m: m.to_email.lower())  # SendGrid refuses repeats
-        ]
-        return in_order(messages, send_in_parts(parts, self._send_merged))
-
-    def _send_merged(self, messages: Sequence[Message]) -> list[SendResult]:
-        """One request for the part, or smaller ones when its bodies do not merge."""
-        templates = self.templates(messages)
-        if templates is None:
-            groups = group_by(messages, lambda m: (m.text, m.html))
-            return send_in_parts(groups, self._send_same_body)
-        return self._send(messages, *templates)
-
-    def _send_same_body(self, messages: Sequence[Message]) -> list[SendResult]:
-        text, html = messages[0].text, messages[0].html
-        empty: list[tuple[str, ...]] = [() for _ in messages]
-        return self._send(messages, Template(text, (), empty), Template(html, (), empty))
+    @staticmethod
+    def shared_fields(m: Message) -> tuple[Any, ...]:
+        return _shared_fields(m)
 
     def templates(self, messages: Sequence[Message]) -> tuple[Template, Template] | None:
         """Shared text and HTML templates, if the personal parts fit SendGrid's limit."""
