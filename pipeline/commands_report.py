@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from subscribers.events import EventLog
     from subscribers.ledger import Campaign
 
-UNFINISHED = ("pending", "inflight", "retry")
+UNFINISHED = ("pending", "inflight", "retry", "unknown")
 
 
 def register(group: click.Group) -> None:
@@ -22,7 +22,7 @@ def register(group: click.Group) -> None:
 
 
 def counts_line(counts: dict[str, int]) -> str:
-    order = ("sent", "failed", "skipped", "retry", "pending", "inflight")
+    order = ("sent", "failed", "skipped", "retry", "pending", "inflight", "unknown")
     return ", ".join(f"{s} {counts.get(s, 0)}" for s in order if counts.get(s) or s == "sent")
 
 

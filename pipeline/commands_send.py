@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import hashlib
-import json
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,19 +14,16 @@ import click
 from pipeline.check import check_module
 from pipeline.commands_report import UNFINISHED, counts_line
 from pipeline.content import ContentModule, find_module, load_module, newest
-from pipeline.errors import ConfigError, ProviderError, SendError
+from pipeline.errors import ConfigError, SendError
 from pipeline.providers import get_provider, provider_class
 from pipeline.render import Compiled, Recipient, compile_campaign
-from pipeline.send import RateLimiter, Sender, Tally, abort_message
+from pipeline.send import InDoubt, RateLimiter, Sender, Tally, abort_message
+from pipeline.send_run import RunResult, run_child, run_main
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:  # the CLI wires the store in; imported lazily at run time
-    from click._termui_impl import ProgressBar
-
     from subscribers.ledger import Campaign, Ledger
     from subscribers.store import Store
-
-WORKER_LEASE = dt.timedelta(minutes=10)
 
 
 def register(group: click.Group) -> None:
@@ -81,6 +74,17 @@ def _job(settings: Settings, slug: str | None, topic: str | None) -> Job:
 @click.option(
     "--concurrency", type=click.IntRange(1), help="Sending processes sharing the campaign."
 )
+@click.option(
+    "--resend-unknown",
+    is_flag=True,
+    help="Send again to readers in doubt (the provider may have accepted them; it cannot be "
+    "asked): some may get it twice.",
+)
+@click.option(
+    "--skip-unknown",
+    is_flag=True,
+    help="Count readers in doubt as done without sending: some may never get it.",
+)
 @click.option("--child", is_flag=True, hidden=True, help="Internal: a --concurrency helper.")
 @click.pass_context
 def send(
@@ -95,6 +99,8 @@ def send(
     batch_size: int | None,
     rate: float | None,
     concurrency: int | None,
+    resend_unknown: bool,
+    skip_unknown: bool,
     child: bool,
 ) -> None:
     """Send a content module to its topic's confirmed subscribers, exactly once.
@@ -110,9 +116,13 @@ def send(
       newsletter send hip-hinge --include-new --yes
       newsletter send hip-hinge --concurrency 2 --yes  # two processes, one per core
       newsletter send hip-hinge --worker --yes      # one of several, on PostgreSQL
+      newsletter send hip-hinge --resend-unknown --yes  # after a lost answer (SES, SMTP)
     """
     from pipeline.cli import get_settings
 
+    if resend_unknown and skip_unknown:
+        raise click.UsageError("choose one of --resend-unknown and --skip-unknown")
+    policy = "resend" if resend_unknown else "skip" if skip_unknown else "settle"
     settings = get_settings(ctx)
     job = _job(settings, slug, topic)
     if test_to:
@@ -128,19 +138,48 @@ def send(
                 "--worker needs PostgreSQL: SQLite sends from one process",
                 hint="set NEWSLETTER_DATABASE_URL=postgresql://... or drop --worker",
             )
+        get_provider(settings).close()  # secrets and settings complete before any campaign
         ledger = Ledger(store)
         if child:
-            return _child(job, ledger, batch_size, rate)
+            return _child(job, ledger, batch_size, rate, policy)
         campaign, remaining = _open(job, ledger, store, yes=yes or worker, include_new=include_new)
+        run = ledger.start_run(
+            campaign.id, role="worker" if worker else "main", provider=settings.provider
+        )
         processes = concurrency or settings.send_concurrency
         rate = settings.send_rate if rate is None else rate
-        sender = _sender(job, ledger, campaign.id, batch_size, rate / processes, worker)
-        helpers = _helper_args(ctx, job, sender, rate / processes) if processes > 1 else None
-        tally, elapsed, error = _run(sender, ledger, remaining, helpers, processes - 1)
+        sender = _sender(job, ledger, campaign.id, batch_size, rate / processes, run.id, policy)
+        helpers = (
+            _helper_args(ctx, job, sender, rate / processes, policy) if processes > 1 else None
+        )
+        try:
+            result = run_main(
+                sender, ledger, remaining, helpers, processes - 1, wait_for_others=not worker
+            )
+        except KeyboardInterrupt:
+            _interrupted(job, ledger, campaign.id)
         counts = ledger.counts(campaign.id)
-    _summary(job, tally, counts, elapsed)
-    if error is not None:
-        raise abort_message(error, job.resume_command)
+        doubts = ledger.doubts(campaign.id)
+    _summary(job, result.tally, counts, doubts, result.elapsed)
+    _outcome(job, result, counts, sender.unsettled, worker)
+
+
+def _outcome(
+    job: Job, result: RunResult, counts: dict[str, int], unsettled: str, worker: bool
+) -> None:
+    """Exit 0 only when everyone is done; otherwise say why and what to run next."""
+    if isinstance(result.error, InDoubt):
+        raise SendError(result.error.message, hint=_in_doubt_hint(job, result.error.hint))
+    if result.error is not None:
+        raise abort_message(result.error, job.resume_command)  # type: ignore[arg-type]
+    if result.stopped:
+        raise SendError("stopped before the end", hint=f"resume with: {job.resume_command}")
+    if counts.get("unknown"):
+        why = unsettled or f"{job.settings.provider} cannot be asked what it accepted"
+        raise SendError(
+            f"{counts['unknown']} reader(s) in doubt: their provider's answer was lost ({why})",
+            hint=_in_doubt_hint(job, None),
+        )
     # A worker is done when the queue is empty; batches other workers hold are theirs.
     left = sum(counts.get(s, 0) for s in (("pending", "retry") if worker else UNFINISHED))
     if worker and counts.get("inflight"):
@@ -149,6 +188,28 @@ def send(
         raise SendError(
             f"{left} recipient(s) not sent yet", hint=f"resume with: {job.resume_command}"
         )
+
+
+def _in_doubt_hint(job: Job, hint: str | None) -> str:
+    base = job.resume_command
+    return (
+        f"{hint + '; ' if hint else ''}the same command without either flag sends everyone "
+        f"else and keeps them in doubt. Send them again: {base} --resend-unknown; or count "
+        f"them done: {base} --skip-unknown"
+    )
+
+
+def _interrupted(job: Job, ledger: Ledger, campaign_id: int) -> None:
+    counts = ledger.counts(campaign_id)
+    doubt = counts.get("unknown", 0)
+    click.secho(
+        f"\ninterrupted: {counts.get('sent', 0)} sent so far"
+        + (f", {doubt} in doubt (the batch in flight; settled on resume)" if doubt else ""),
+        fg="yellow",
+        err=True,
+    )
+    click.echo(f"resume with: {job.resume_command}", err=True)
+    sys.exit(130)
 
 
 def _open(
@@ -188,6 +249,7 @@ def _open(
         left = sum(counts.get(s, 0) for s in UNFINISHED)
         if left:
             note = f"resuming: {counts.get('sent', 0)} already sent"
+            note += f", {counts['unknown']} in doubt" if counts.get("unknown") else ""
             note += f", {added} new subscriber(s) added" if include_new else ""
             _confirm(job, left, note, yes)
         else:
@@ -223,8 +285,10 @@ def _sender(
     campaign_id: int,
     batch_size: int | None,
     rate: float | None,
-    worker: bool,
+    run_id: str,
+    policy: str,
 ) -> Sender:
+    from subscribers.ledger import LEASE
     from subscribers.tokens import subscriber_token
 
     settings = job.settings
@@ -238,42 +302,17 @@ def _sender(
         token_for=functools.partial(subscriber_token, settings.secret_key()),
         batch_size=size,
         limiter=RateLimiter(settings.send_rate if rate is None else rate),
-        lease=WORKER_LEASE if worker else dt.timedelta(0),
+        run_id=run_id,
+        lease=LEASE,
+        unknown_policy=policy,
     )
 
 
-def _run(
-    sender: Sender,
-    ledger: Ledger,
-    remaining: int,
-    helper_args: list[str] | None,
-    helpers: int,
-) -> tuple[Tally, float, ProviderError | None]:
-    """Send with a progress bar; with helper processes, the bar follows the ledger."""
-    start = time.monotonic()
-    error = None
-    with click.progressbar(
-        length=max(remaining, 1),
-        label="sending",
-        show_eta=True,
-        show_pos=True,
-        file=sys.stderr,
-        item_show_func=lambda _: _rate(sender.tally, start),
-    ) as bar:
-        try:
-            if helper_args is None:
-                sender.progress = bar.update
-                sender.run()
-            else:
-                sender.run(drain=False)  # in-flight batches first, before any helper claims
-                _with_helpers(sender, ledger, helper_args, helpers, bar)
-        except ProviderError as exc:
-            error = exc
-    return sender.tally, time.monotonic() - start, error
-
-
-def _helper_args(ctx: click.Context, job: Job, sender: Sender, rate: float) -> list[str]:
+def _helper_args(
+    ctx: click.Context, job: Job, sender: Sender, rate: float, policy: str
+) -> list[str]:
     config = ctx.find_root().obj.get("config")
+    flags = {"resend": ["--resend-unknown"], "skip": ["--skip-unknown"]}.get(policy, [])
     return [
         sys.executable,
         "-m",
@@ -288,69 +327,41 @@ def _helper_args(ctx: click.Context, job: Job, sender: Sender, rate: float) -> l
         str(sender.batch_size),
         "--rate",
         str(rate),
+        *flags,
     ]
 
 
-def _with_helpers(
-    sender: Sender, ledger: Ledger, args: list[str], helpers: int, bar: ProgressBar
+def _child(
+    job: Job, ledger: Ledger, batch_size: int | None, rate: float | None, policy: str
 ) -> None:
-    """Run ``helpers`` child processes and this one on the same queue; merge tallies."""
-    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, text=True) for _ in range(helpers)]
-    done = threading.Event()
-    poller = threading.Thread(target=_follow, args=(ledger, sender.campaign_id, bar, done))
-    poller.start()
-    try:
-        sender.run(recover=False)
-    finally:
-        outputs = [p.communicate()[0] for p in procs]
-        done.set()
-        poller.join()
-    for proc, out in zip(procs, outputs, strict=True):
-        last = out.strip().splitlines()[-1] if out.strip() else "{}"
-        sender.tally.merge(json.loads(last) if last.startswith("{") else {})
-        if proc.returncode:
-            click.secho(f"a sending process stopped (exit {proc.returncode})", fg="red", err=True)
-
-
-def _follow(ledger: Ledger, campaign_id: int, bar: ProgressBar, done: threading.Event) -> None:
-    """Move the progress bar by what every process has recorded in the ledger."""
-
-    def finished() -> int:
-        counts = ledger.counts(campaign_id)
-        return sum(counts.get(s, 0) for s in ("sent", "failed", "skipped", "retry"))
-
-    base = finished()
-    while not done.wait(0.3):
-        bar.update(finished() - base - bar.pos)
-
-
-def _child(job: Job, ledger: Ledger, batch_size: int | None, rate: float | None) -> None:
     """A --concurrency helper: drain the existing campaign, print the tally as JSON."""
     campaign = ledger.campaign(job.module.slug, job.topic)
     if campaign is None:
         raise SendError(f"no campaign {job.module.slug!r} ({job.topic}) to help with")
-    sender = _sender(job, ledger, campaign.id, batch_size, rate, worker=True)
-    try:
-        sender.run(recover=False)
-    finally:
-        click.echo(json.dumps(sender.tally.as_dict()))
+    run = ledger.start_run(campaign.id, role="helper", provider=job.settings.provider)
+    run_child(_sender(job, ledger, campaign.id, batch_size, rate, run.id, policy), ledger)
 
 
-def _rate(tally: Tally, start: float) -> str:
-    elapsed = time.monotonic() - start
-    done = tally.sent + tally.failed + tally.retry + tally.skipped
-    return f"{done / elapsed:,.0f} msg/s" if elapsed > 0 and done else ""
-
-
-def _summary(job: Job, tally: Tally, counts: dict[str, int], elapsed: float) -> None:
+def _summary(
+    job: Job, tally: Tally, counts: dict[str, int], doubts: dict[str, int], elapsed: float
+) -> None:
     left = sum(counts.get(s, 0) for s in UNFINISHED)
+    settled = ""
+    if tally.reconciled or tally.resent:
+        settled = (
+            f"; lost answers: {tally.reconciled} confirmed by the provider, "
+            f"{tally.resent} sent again"
+        )
     click.secho(
         f"{job.module.slug} ({job.topic}) via {job.settings.provider}: this run sent {tally.sent}, "
         f"failed {tally.failed}, to retry {tally.retry}, skipped {tally.skipped} (left the list), "
-        f"suppressed {tally.suppressed}, in {_duration(elapsed)}",
+        f"suppressed {tally.suppressed}, in {_duration(elapsed)}{settled}",
         fg="green" if not (tally.failed or left) else "yellow",
     )
-    click.echo(f"campaign total: {counts_line(counts)}; left to send: {left}")
+    click.echo(
+        f"campaign total: {counts_line(counts)}; left to send: {left}"
+        + (f"; in doubt: {counts['unknown']}" if counts.get("unknown") else "")
+    )
     for reason, n in tally.reasons.most_common(5):
         click.echo(f"  {n} x {reason}")
 

@@ -3,7 +3,19 @@
 The ledger (``subscribers.ledger.Ledger`` in practice) is reached only through the
 :class:`Ledger` protocol, so this module never imports the store. Each batch is claimed
 (and committed) before the provider is called and recorded right after, so a crash at
-any instant leaves at most that one batch in flight; see ``subscribers/ledger.py``.
+any instant leaves at most the batch in flight held by the dead run; see
+``subscribers/ledger.py``.
+
+A lost answer (:class:`~pipeline.providers.base.OutcomeUnknown`) is never sent again
+blindly. Its rows are recorded ``unknown`` and kept as one batch; then they are
+*settled*, the way the provider allows (``Provider.settles_unknown``):
+
+- ``lookup``: once the request can no longer be in flight and the provider's search has
+  caught up, ask the provider which messages it accepted; record those as sent
+  (``reconciled``) and send only the others (``resent``);
+- ``idempotent``: send the same batch again; the provider drops the duplicate;
+- ``author``: nobody can tell. The run stops and the author decides: ``resend`` or
+  ``skip`` (``--resend-unknown`` / ``--skip-unknown``).
 """
 
 from __future__ import annotations
@@ -12,32 +24,52 @@ import datetime as dt
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from pipeline.errors import ProviderError, SendError
 from pipeline.message import Message
-from pipeline.providers.base import Provider, SendResult
+from pipeline.providers.base import OutcomeUnknown, Provider, SendResult, Status, unknown
 from pipeline.render import Compiled, Recipient
 
 TokenFor = Callable[[int], str]
 Progress = Callable[[int], None]
+Row = tuple[int, str, str]  # (subscriber id, email, name)
+SETTLE_TRIES = 3  # lookups or re-sends of one unknown batch in one run
+# When a lost answer is settled by the author instead of by a lookup.
+POLICIES = ("settle", "resend", "skip")
 
 
 class Claimed(Protocol):
     claim: str
-    rows: list[tuple[int, str, str]]  # (id, email, name) of those still eligible
+    rows: list[Row]  # (id, email, name) of those still eligible
     left: list[int]  # ids of those who left the list since the snapshot
+    claimed_at: dt.datetime  # when first claimed: lookups search from there
+    quiet_since: dt.datetime  # no request for it started after this
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A claimed batch as the send loop carries it (the ledger's rows are one kind)."""
+
+    claim: str
+    rows: list[Row]
+    left: list[int]
+    claimed_at: dt.datetime
+    quiet_since: dt.datetime
 
 
 class Ledger(Protocol):
     """What the send loop needs of the ledger."""
 
-    def claim(self, campaign_id: int, limit: int, topic: str) -> Claimed | None: ...
+    def claim(
+        self, campaign_id: int, limit: int, topic: str, holder: str | None = None
+    ) -> Claimed | None: ...
 
     def recover(
-        self, campaign_id: int, topic: str, *, older_than: dt.timedelta
+        self, campaign_id: int, topic: str, *, holder: str, lease: dt.timedelta
     ) -> Sequence[Claimed]: ...
 
     def record(self, campaign_id: int, claim: str, outcomes: Sequence[Outcome]) -> None: ...
@@ -46,15 +78,26 @@ class Ledger(Protocol):
 
     def pending(self, campaign_id: int) -> int: ...
 
+    def heartbeat(self, run_id: str) -> None: ...
+
     def suppress(self, email: str, reason: str, source: str) -> None: ...
 
 
 @dataclass(frozen=True)
 class Outcome:
     subscriber_id: int
-    status: str  # sent | failed | retry | skipped
+    status: str  # sent | failed | retry | skipped | unknown
     provider_id: str = ""
     reason: str = ""
+    doubt: str = ""  # how a lost answer was settled: reconciled | resent | skipped
+
+
+class InDoubt(SendError):
+    """The run stopped: answers were lost and this provider cannot be asked about them."""
+
+
+COUNTS = ("sent", "failed", "retry", "skipped", "unknown", "suppressed", "batches")
+DOUBTS = ("reconciled", "resent")
 
 
 @dataclass
@@ -65,20 +108,23 @@ class Tally:
     failed: int = 0
     retry: int = 0
     skipped: int = 0
+    unknown: int = 0  # answers lost (each settled later or left in doubt)
     suppressed: int = 0
     batches: int = 0
+    reconciled: int = 0  # lost answers the provider confirmed it had accepted
+    resent: int = 0  # lost answers sent again (not accepted, or idempotent, or by choice)
     reasons: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def merge(self, other: dict[str, object]) -> None:
         """Add another process's tally (from :meth:`as_dict`)."""
         with self.lock:
-            for name in ("sent", "failed", "retry", "skipped", "suppressed", "batches"):
+            for name in (*COUNTS, *DOUBTS):
                 setattr(self, name, getattr(self, name) + int(other.get(name, 0)))  # type: ignore[call-overload]
             self.reasons.update(other.get("reasons", {}))  # type: ignore[arg-type]
 
     def as_dict(self) -> dict[str, object]:
-        names = ("sent", "failed", "retry", "skipped", "suppressed", "batches")
+        names = (*COUNTS, *DOUBTS)
         return {**{n: getattr(self, n) for n in names}, "reasons": dict(self.reasons)}
 
     def add(self, outcomes: Sequence[Outcome], suppressed: int) -> None:
@@ -87,8 +133,14 @@ class Tally:
             self.suppressed += suppressed
             for o in outcomes:
                 setattr(self, o.status, getattr(self, o.status) + 1)
-                if o.status != "sent":
+                if o.doubt in DOUBTS:
+                    setattr(self, o.doubt, getattr(self, o.doubt) + 1)
+                if o.status not in ("sent", "unknown"):
                     self.reasons[f"{o.status}: {o.reason or 'unknown'}"] += 1
+
+    def note(self, reason: str, n: int = 1) -> None:
+        with self.lock:
+            self.reasons[reason] += n
 
 
 class RateLimiter:
@@ -119,7 +171,7 @@ class RateLimiter:
 
 @dataclass
 class Sender:
-    """Sends one campaign through one provider, batch by batch."""
+    """Sends one campaign through one provider, batch by batch, as run ``run_id``."""
 
     compiled: Compiled
     campaign_id: int
@@ -128,28 +180,40 @@ class Sender:
     token_for: TokenFor
     batch_size: int
     limiter: RateLimiter
-    lease: dt.timedelta = dt.timedelta(0)  # in-flight batches older than this are retaken
+    run_id: str = ""
+    lease: dt.timedelta = dt.timedelta(seconds=30)  # silence after which a run is dead
     patience: float = 10.0  # seconds to wait for rows other workers are mid-claiming
+    unknown_policy: str = "settle"  # settle | resend | skip: what to do with lost answers
     progress: Progress = lambda n: None
     tally: Tally = field(default_factory=Tally)
+    stop: threading.Event = field(default_factory=threading.Event)  # finish the batch, stop
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    doubtful: list[Batch] = field(default_factory=list)  # unknown batches to settle
+    unsettled: str = ""  # why some lost answers could not be settled in this run
 
     @property
     def topic(self) -> str:
         return self.compiled.module.topic
 
     def run(self, *, recover: bool = True, drain: bool = True) -> Tally:
-        """Retake batches left in flight (``recover``), then empty the queue (``drain``).
+        """Take over batches of dead runs (``recover``), empty the queue (``drain``), and
+        settle every lost answer before returning.
 
-        A :class:`ProviderError` stops the run; its batch is back in the queue.
+        A :class:`ProviderError` stops the run; its batch is back in the queue. A lost
+        answer that only the author can settle stops it with :class:`InDoubt`.
         """
         provider = self.provider_factory()
         try:
             if recover:
-                stale = self.ledger.recover(self.campaign_id, self.topic, older_than=self.lease)
-                for batch in stale:
-                    self.send(provider, batch)
-            while drain and (batch := self._next_batch()):
+                stale = self.ledger.recover(
+                    self.campaign_id, self.topic, holder=self.run_id, lease=self.lease
+                )
+                self.doubtful += [_batch(b) for b in stale]
+                self.settle(provider, wait=False)
+            while drain and not self.stop.is_set() and (batch := self._next_batch()):
                 self.send(provider, batch)
+                self.settle(provider, wait=False)
+            self.settle(provider, wait=not self.stop.is_set())
         finally:
             provider.close()
         return self.tally
@@ -163,55 +227,207 @@ class Sender:
         """
         deadline = time.monotonic() + self.patience
         while True:
-            batch = self.ledger.claim(self.campaign_id, self.batch_size, self.topic)
+            batch = self.ledger.claim(
+                self.campaign_id, self.batch_size, self.topic, self.run_id or None
+            )
             if batch is not None or not self.ledger.pending(self.campaign_id):
                 return batch
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or self.stop.wait(0.05):
                 return None
-            time.sleep(0.05)
 
     def send(self, provider: Provider, batch: Claimed) -> None:
         """One claimed batch: skip leavers, send the rest, record every outcome."""
+        self.deliver(provider, _batch(batch), fresh=True)
+
+    def deliver(self, provider: Provider, batch: Batch, *, fresh: bool, doubt: str = "") -> None:
+        """Send ``batch.rows`` (skipping ``batch.left``) and record what became of each.
+
+        Rows whose answer was lost are recorded ``unknown`` and queued to be settled;
+        with a provider nobody can ask, that stops the run (:class:`InDoubt`).
+        """
         skipped = [
             Outcome(sid, "skipped", reason="left the list before sending") for sid in batch.left
         ]
         rows = batch.rows
-        messages = [self.message(r, provider.encodings) for r in rows]
-        results: list[SendResult] = []
-        if messages:
-            self.limiter.wait(len(messages))
-            try:
-                results = provider.send_batch(messages)
-            except ProviderError:
-                self.ledger.release(self.campaign_id, batch.claim)
-                raise
-        outcomes = skipped + [outcome(r[0], res) for r, res in zip(rows, results, strict=True)]
+        messages = [self.message(r, provider.encodings, batch.claim) for r in rows]
+        results = self._call(provider, batch, messages) if messages else []
+        outcomes = skipped + [
+            outcome(r[0], res, doubt) for r, res in zip(rows, results, strict=True)
+        ]
         self.ledger.record(self.campaign_id, batch.claim, outcomes)
         suppressed = self._suppress(rows, results, provider.name)
         self.tally.add(outcomes, suppressed)
-        self.progress(len(rows) + len(skipped))
+        if fresh:
+            self.progress(len(rows) + len(skipped))
+        lost = [r for r, res in zip(rows, results, strict=True) if res.status == Status.UNKNOWN]
+        if lost:
+            self._lost(provider, replace(batch, rows=lost, left=[], quiet_since=self.now()))
+
+    def _call(self, provider: Provider, batch: Batch, messages: list[Message]) -> list[SendResult]:
+        """The provider call. Nothing went out: the batch goes back to the queue. The
+        answer was lost, or we were interrupted mid-call: every message is unknown."""
+        self.limiter.wait(len(messages))
+        try:
+            return provider.send_batch(messages)
+        except OutcomeUnknown as exc:
+            return unknown(messages, exc)
+        except ProviderError:
+            self.ledger.release(self.campaign_id, batch.claim)
+            raise
+        except BaseException:  # Ctrl-C twice, or SIGTERM's default: the call may have gone
+            lost = ProviderError("interrupted during the provider call")
+            outcomes = [
+                outcome(r[0], res)
+                for r, res in zip(batch.rows, unknown(messages, lost), strict=True)
+            ]
+            self.ledger.record(self.campaign_id, batch.claim, outcomes)
+            raise
+
+    def _lost(self, provider: Provider, batch: Batch) -> None:
+        self.doubtful.append(batch)
+        if self._policy(provider) == "author":
+            self.stop.set()
+            raise in_doubt(len(batch.rows), provider.name)
+
+    def _policy(self, provider: Provider) -> str:
+        return provider.settles_unknown if self.unknown_policy == "settle" else self.unknown_policy
+
+    # -- settling lost answers -----------------------------------------------------------
+
+    def settle(self, provider: Provider, *, wait: bool) -> None:
+        """Settle the unknown batches that can be settled now (``wait``: all of them,
+        sleeping until each lookup can be trusted, unless told to stop)."""
+        policy = self._policy(provider)
+        if policy == "author" or not self.doubtful:
+            return
+        tries: Counter[str] = Counter()
+        while self.doubtful:
+            batch = self.doubtful[0]
+            delay = (self._ready_at(provider, batch, policy) - self.now()).total_seconds()
+            if delay > 0 and (not wait or self.stop.wait(delay)):
+                return
+            self.doubtful.pop(0)
+            tries[batch.claim] += 1
+            if tries[batch.claim] > SETTLE_TRIES:
+                self.unsettled = (
+                    f"{len(batch.rows)} answer(s) still lost after {SETTLE_TRIES} tries"
+                )
+                continue
+            self._settle_one(provider, batch, policy)
+
+    def _ready_at(self, provider: Provider, batch: Batch, policy: str) -> dt.datetime:
+        """When a batch may be settled: a lookup waits until no request for it can still
+        be in flight (the provider timeout) and the provider's search has caught up."""
+        if policy != "lookup":
+            return batch.quiet_since
+        lag = provider.timeout + provider.lookup_lag
+        return batch.quiet_since + dt.timedelta(seconds=lag)
+
+    def _settle_one(self, provider: Provider, batch: Batch, policy: str) -> None:
+        if policy == "skip":
+            reason = "outcome unknown; not sent again (--skip-unknown)"
+            outcomes = [
+                Outcome(sid, "skipped", reason=reason, doubt="skipped") for sid, *_ in batch.rows
+            ]
+            outcomes += [Outcome(sid, "skipped", reason="left the list") for sid in batch.left]
+            self.ledger.record(self.campaign_id, batch.claim, outcomes)
+            self.tally.add(outcomes, 0)
+            return
+        if policy == "lookup":
+            batch = self._reconcile(provider, batch)
+            if batch is None:
+                return
+        self.deliver(provider, batch, fresh=False, doubt="resent")
+
+    def _reconcile(self, provider: Provider, batch: Batch) -> Batch | None:
+        """Record what the provider says it accepted; the rest of the batch, to re-send."""
+        messages = [self.message(r, provider.encodings, batch.claim) for r in batch.rows]
+        try:
+            accepted = provider.lookup(messages, sent_at=batch.claimed_at)
+        except ProviderError as exc:
+            self.unsettled = f"could not ask {provider.name} what it accepted: {exc.message}"
+            return None
+        done = [
+            Outcome(r[0], "sent", accepted[m.message_id], doubt="reconciled")
+            for r, m in zip(batch.rows, messages, strict=True)
+            if m.message_id in accepted
+        ]
+        done += [Outcome(sid, "skipped", reason="left the list") for sid in batch.left]
+        if done:
+            self.ledger.record(self.campaign_id, batch.claim, done)
+            self.tally.add(done, 0)
+        rest = [
+            r for r, m in zip(batch.rows, messages, strict=True) if m.message_id not in accepted
+        ]
+        return replace(batch, rows=rest, left=[]) if rest else None
 
     def message(
-        self, row: tuple[int, str, str], encodings: frozenset[str] = frozenset()
+        self, row: Row, encodings: frozenset[str] = frozenset(), batch: str = ""
     ) -> Message:
         sid, email, name = row
         recipient = Recipient(sid, email, name, self.token_for(sid))
-        return self.compiled.personalize(recipient, encodings=encodings)
+        msg = self.compiled.personalize(recipient, encodings=encodings)
+        if batch:  # lets a lookup find every message of the batch (Postmark, Mailgun)
+            msg.metadata["batch"] = batch
+        return msg
 
-    def _suppress(
-        self, rows: list[tuple[int, str, str]], results: Sequence[SendResult], provider: str
-    ) -> int:
+    def _suppress(self, rows: list[Row], results: Sequence[SendResult], provider: str) -> int:
         hard = [(r, res) for r, res in zip(rows, results, strict=True) if res.suppress]
         for row, res in hard:
             self.ledger.suppress(row[1], "bounced", f"{provider}: {res.reason}"[:200])
         return len(hard)
 
 
-def outcome(subscriber_id: int, result: SendResult) -> Outcome:
+def _batch(claimed: Claimed) -> Batch:
+    return Batch(
+        claimed.claim,
+        list(claimed.rows),
+        list(claimed.left),
+        claimed.claimed_at,
+        claimed.quiet_since,
+    )
+
+
+def in_doubt(n: int, provider: str) -> InDoubt:
+    return InDoubt(
+        f"{n} reader(s) in doubt: {provider} may have accepted their messages but its "
+        "answer was lost, and it offers no way to ask what it accepted",
+        hint="check the provider's activity log, then run the same send again with "
+        "--resend-unknown (send them again: some may get it twice) or --skip-unknown "
+        "(count them as done: some may never get it)",
+    )
+
+
+@contextmanager
+def heartbeat(ledger: Ledger, run_id: str, every: float) -> Iterator[None]:
+    """Tell the ledger every ``every`` seconds that this run lives (a daemon thread)."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every):
+            try:
+                ledger.heartbeat(run_id)
+            except Exception:  # noqa: BLE001 - a missed beat is retried at the next one
+                continue
+
+    thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=2)
+
+
+def outcome(subscriber_id: int, result: SendResult, doubt: str = "") -> Outcome:
     if result.accepted:
-        return Outcome(subscriber_id, "sent", result.provider_id)
+        return Outcome(subscriber_id, "sent", result.provider_id, doubt=doubt)
+    if result.status == Status.UNKNOWN:
+        return Outcome(subscriber_id, "unknown", reason=result.reason)
     status = "retry" if result.retryable else "failed"
-    return Outcome(subscriber_id, status, result.provider_id, result.reason or result.status)
+    return Outcome(
+        subscriber_id, status, result.provider_id, result.reason or result.status, doubt=doubt
+    )
 
 
 def abort_message(exc: ProviderError, resume: str) -> SendError:

@@ -45,6 +45,10 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "ses_region": (str, "us-east-1"),
         "ses_configuration_set": (str, ""),
         "api_base_url": (str, ""),
+        # Seconds the provider's message search lags behind a send, before a lost answer
+        # is looked up (-1: the provider's own default: Postmark 30, Mailgun 60).
+        "lookup_lag": ((int, float), -1),
+        "sendgrid_email_logs": (bool, False),  # the account has SendGrid's Email Logs API
         # Provider webhooks (POST /webhooks/<provider>); their secrets come from the environment.
         "soft_bounce_limit": (int, 3),  # soft bounces in a row that suppress an address
         "webhook_tolerance": (int, 300),  # seconds a signed webhook timestamp may be off
@@ -191,7 +195,7 @@ def _validate(raw: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
         values[section] = {}
         for key, (kind, default) in keys.items():
             value = given.get(key, default)
-            if not isinstance(value, kind) or isinstance(value, bool):
+            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
                 expected = kind.__name__ if isinstance(kind, type) else "number"
                 raise ConfigError(f"{where}: {section}.{key} must be a {expected}, got {value!r}")
             values[section][key] = value

@@ -5,19 +5,26 @@ The exactly-once protocol, in the order a worker runs it:
 1. ``open_campaign`` creates the campaign and snapshots its audience in one transaction
    (rows ``pending``); ``snapshot`` later adds only those not yet in the ledger
    (``--include-new``), so nobody is added twice.
-2. ``claim`` marks a batch ``inflight`` under a fresh claim id and commits *before* the
+2. ``start_run`` records the sending process (host, pid, start token) and its
+   heartbeat; every claim names its run as ``holder``.
+3. ``claim`` marks a batch ``inflight`` under a fresh claim id and commits *before* the
    provider is called. On PostgreSQL the claim skips rows other workers hold
    (``FOR UPDATE SKIP LOCKED``); SQLite serialises claimers with ``BEGIN IMMEDIATE``.
-3. ``record`` writes each recipient's outcome, guarded by the claim id.
+4. ``record`` writes each recipient's outcome, guarded by the claim id. An outcome
+   nobody knows (the request went out, its answer was lost) is ``unknown``: the batch
+   stays whole under its claim until it is settled.
 
-A crash between 2 and 3 leaves that one batch ``inflight``; ``recover`` hands it back
-whole (same members, hence the same Message-IDs and Resend idempotency key) once its
-lease has expired. Everything else is either ``pending`` (never sent) or final.
+A batch is taken over (``recover``) only when its holder is dead: on this host, its
+process is gone; elsewhere, its heartbeat is older than the lease. A batch taken over
+from ``inflight`` may have been sent, so it becomes ``unknown`` too. Unknown rows are
+settled by asking the provider (``reconciled``), by sending again (``resent``) or by
+the author's ``--skip-unknown`` (``skipped``); ``doubt`` keeps which.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import uuid
 from collections import Counter
@@ -27,13 +34,19 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from pipeline.errors import SendError
+from pipeline.processes import host_name, process_alive, start_token
 from subscribers import schema as s
 from subscribers.store import Store, _eligible
 
 d = s.deliveries
 c = s.campaigns
+r = s.send_runs
 FINAL = ("sent", "failed", "skipped")
-UNFINISHED = ("pending", "inflight", "retry")
+UNFINISHED = ("pending", "inflight", "retry", "unknown")
+HELD = ("inflight", "unknown")  # rows a run holds under a claim
+HEARTBEAT = dt.timedelta(seconds=5)  # how often a live run says so
+LEASE = dt.timedelta(seconds=30)  # a run silent this long (on another host) is dead
 
 
 @dataclass(frozen=True)
@@ -50,11 +63,43 @@ class Campaign:
 @dataclass(frozen=True)
 class Claimed:
     """A batch this worker owns: ``(subscriber_id, email, name)`` rows in id order of
-    those still eligible, and the ids of those who left the list since the snapshot."""
+    those still eligible, and the ids of those who left the list since the snapshot.
+
+    ``claimed_at`` is when the batch was first claimed (a lookup searches from there);
+    ``quiet_since`` the time after which no request for it can have started (a lookup
+    is trusted only a provider timeout and search lag after that).
+    """
 
     claim: str
     rows: list[tuple[int, str, str]]
     left: list[int]
+    claimed_at: dt.datetime
+    quiet_since: dt.datetime
+
+
+@dataclass(frozen=True)
+class Run:
+    """One process that sends (or sent) a campaign."""
+
+    id: str
+    campaign_id: int
+    role: str  # main | helper | worker
+    provider: str
+    host: str
+    pid: int
+    proc_start: str
+    started_at: dt.datetime
+    heartbeat_at: dt.datetime
+    finished_at: dt.datetime | None
+
+    def alive(self, now: dt.datetime, lease: dt.timedelta = LEASE) -> bool:
+        """Whether this run may still be sending: same host, its process lives; other
+        host, it beat within the lease. A finished run is dead."""
+        if self.finished_at is not None:
+            return False
+        if self.host == host_name():
+            return process_alive(self.pid, self.proc_start)
+        return now - self.heartbeat_at < lease
 
 
 class Ledger:
@@ -116,9 +161,85 @@ class Ledger:
         with self.store._write() as conn:
             return _snapshot(conn, campaign.id, campaign.topic, self.store._now())
 
+    # ---- runs ------------------------------------------------------------------------
+
+    def start_run(self, campaign_id: int, *, role: str, provider: str) -> Run:
+        """Record this process as a sender of the campaign.
+
+        A ``main`` run (a plain ``send``) is refused while another live main run sends
+        the same campaign: two would only race each other. Workers and helpers join.
+        """
+        now = self.store._now()
+        values = dict(
+            id=uuid.uuid4().hex,
+            campaign_id=campaign_id,
+            role=role,
+            provider=provider,
+            host=host_name(),
+            pid=os.getpid(),
+            proc_start=start_token(),
+            started_at=now,
+            heartbeat_at=now,
+            finished_at=None,
+        )
+        with self.store._write() as conn:
+            if role == "main":
+                # PostgreSQL: serialise starters on the campaign row (SQLite holds the
+                # database write lock already).
+                conn.execute(sa.select(c.c.id).where(c.c.id == campaign_id).with_for_update())
+                busy = [x for x in _live_runs(conn, campaign_id, now) if x.role == "main"]
+                if busy:
+                    raise _already_sending(busy[0], now)
+            conn.execute(sa.insert(r).values(**values))
+        return Run(**values)  # type: ignore[arg-type]
+
+    def heartbeat(self, run_id: str) -> None:
+        with self.store._write() as conn:
+            conn.execute(
+                sa.update(r).where(r.c.id == run_id).values(heartbeat_at=self.store._now())
+            )
+
+    def finish_run(self, run_id: str) -> None:
+        now = self.store._now()
+        with self.store._write() as conn:
+            conn.execute(
+                sa.update(r).where(r.c.id == run_id).values(heartbeat_at=now, finished_at=now)
+            )
+
+    def runs(self, campaign_id: int) -> list[tuple[Run, int]]:
+        """Every run of the campaign, oldest first, with how many it sent (the rows it
+        holds as sent)."""
+        sent = (
+            sa.select(sa.func.count())
+            .where(d.c.campaign_id == campaign_id, d.c.holder == r.c.id, d.c.status == "sent")
+            .scalar_subquery()
+        )
+        query = (
+            sa.select(r, sent.label("sent"))
+            .where(r.c.campaign_id == campaign_id)
+            .order_by(r.c.started_at, r.c.id)
+        )
+        with self.store._read() as conn:
+            return [(_run(row), row.sent) for row in conn.execute(query)]
+
+    def live_holders(self, campaign_id: int, *, exclude: str = "") -> int:
+        """Rows held (in flight or unknown) by runs that are still alive, other than
+        ``exclude``: a resume waits for them rather than taking them."""
+        now = self.store._now()
+        with self.store._read() as conn:
+            live = {x.id for x in _live_runs(conn, campaign_id, now)} - {exclude}
+            if not live:
+                return 0
+            query = sa.select(sa.func.count()).where(
+                d.c.campaign_id == campaign_id, d.c.status.in_(HELD), d.c.holder.in_(live)
+            )
+            return conn.execute(query).scalar_one()
+
     # ---- the send loop --------------------------------------------------------------
 
-    def claim(self, campaign_id: int, limit: int, topic: str) -> Claimed | None:
+    def claim(
+        self, campaign_id: int, limit: int, topic: str, holder: str | None = None
+    ) -> Claimed | None:
         """Take up to ``limit`` pending recipients as one batch, committed before sending."""
         claim = uuid.uuid4().hex
         pick = (
@@ -128,20 +249,25 @@ class Ledger:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
+        now = self.store._now()
         with self.store._write() as conn:
+            # Two statements, not UPDATE ... IN (SELECT ... LIMIT ... SKIP LOCKED): PostgreSQL
+            # may run such a subquery more than once, and claim far more than ``limit``.
+            ids = conn.execute(pick).scalars().all()
+            if not ids:
+                return None
             conn.execute(
                 sa.update(d)
-                .where(
-                    d.c.campaign_id == campaign_id, d.c.subscriber_id.in_(pick.scalar_subquery())
-                )
+                .where(d.c.campaign_id == campaign_id, d.c.subscriber_id.in_(ids))
                 .values(
                     status="inflight",
                     claim=claim,
-                    claimed_at=self.store._now(),
+                    holder=holder,
+                    claimed_at=now,
                     attempts=d.c.attempts + 1,
                 )
             )
-            batch = _claimed(conn, campaign_id, claim, topic)
+            batch = _claimed(conn, campaign_id, claim, topic, now, now)
         return batch if batch.rows or batch.left else None
 
     def pending(self, campaign_id: int) -> int:
@@ -152,36 +278,39 @@ class Ledger:
         with self.store._read() as conn:
             return conn.execute(query).scalar_one()
 
-    def recover(self, campaign_id: int, topic: str, *, older_than: dt.timedelta) -> list[Claimed]:
-        """In-flight batches whose worker stopped (lease expired), taken over whole."""
-        cutoff = self.store._now() - older_than
+    def recover(
+        self, campaign_id: int, topic: str, *, holder: str, lease: dt.timedelta = LEASE
+    ) -> list[Claimed]:
+        """Batches held by dead runs (in flight or unknown), taken over whole by
+        ``holder``. They may have been sent: every row taken over is ``unknown``."""
+        now = self.store._now()
         with self.store._write() as conn:
-            stale = (
-                conn.execute(
-                    sa.select(d.c.claim)
-                    .where(
-                        d.c.campaign_id == campaign_id,
-                        d.c.status == "inflight",
-                        d.c.claimed_at <= cutoff,
-                    )
-                    .group_by(d.c.claim)
-                )
-                .scalars()
-                .all()
-            )
+            held = conn.execute(
+                sa.select(d.c.claim, d.c.holder, sa.func.min(d.c.claimed_at))
+                .where(d.c.campaign_id == campaign_id, d.c.status.in_(HELD))
+                .group_by(d.c.claim, d.c.holder)
+            ).all()
+            runs = _runs_by_id(conn, {h for _, h, _ in held if h})
             batches = []
-            for claim in stale:
+            for claim, old, claimed_at in held:
+                run = runs.get(old) if old else None
+                if (old and old == holder) or (run is not None and run.alive(now, lease)):
+                    continue
                 conn.execute(
                     sa.update(d)
-                    .where(
-                        d.c.campaign_id == campaign_id, d.c.claim == claim, d.c.status == "inflight"
-                    )
-                    .values(claimed_at=self.store._now(), attempts=d.c.attempts + 1)
+                    .where(d.c.campaign_id == campaign_id, d.c.claim == claim, d.c.status.in_(HELD))
+                    .values(status="unknown", holder=holder or None, attempts=d.c.attempts + 1)
                 )
-                batch = _claimed(conn, campaign_id, claim, topic)
+                # No request of a dead run started after its last heartbeat (plus one beat).
+                quiet = max(claimed_at, run.heartbeat_at + HEARTBEAT) if run else claimed_at
+                batch = _claimed(conn, campaign_id, claim, topic, claimed_at, quiet)
                 if batch.rows or batch.left:
                     batches.append(batch)
         return batches
+
+    def in_doubt(self, campaign_id: int) -> int:
+        """Recipients whose outcome nobody knows yet."""
+        return self.counts(campaign_id).get("unknown", 0)
 
     def record(self, campaign_id: int, claim: str, outcomes: Sequence[Any]) -> None:
         """Write each outcome (``pipeline.send.Outcome``); rows no longer held by ``claim``
@@ -196,6 +325,8 @@ class Ledger:
                     "pid": o.provider_id[:200],
                     "reason": o.reason[:2000],
                     "sent": sent_at if o.status == "sent" else None,
+                    "doubt": o.doubt,
+                    "now": sent_at,
                     "cid": campaign_id,
                     "sid": o.subscriber_id,
                     "claim": claim,
@@ -212,7 +343,7 @@ class Ledger:
             conn.execute(
                 sa.update(d)
                 .where(d.c.campaign_id == campaign_id, d.c.claim == claim, d.c.status == "inflight")
-                .values(status="pending", claim=None, claimed_at=None)
+                .values(status="pending", claim=None, holder=None, claimed_at=None)
             )
 
     def requeue_retries(self, campaign_id: int) -> int:
@@ -221,7 +352,7 @@ class Ledger:
             result = conn.execute(
                 sa.update(d)
                 .where(d.c.campaign_id == campaign_id, d.c.status == "retry")
-                .values(status="pending", claim=None, claimed_at=None)
+                .values(status="pending", claim=None, holder=None, claimed_at=None)
             )
         return result.rowcount or 0
 
@@ -233,6 +364,19 @@ class Ledger:
     def counts(self, campaign_id: int) -> dict[str, int]:
         with self.store._read() as conn:
             return _counts(conn, campaign_id).get(campaign_id, {})
+
+    def doubts(self, campaign_id: int) -> dict[str, int]:
+        """How lost answers were settled: ``reconciled`` (the provider had it),
+        ``resent``, ``skipped``, and ``unknown`` (still in doubt)."""
+        query = (
+            sa.select(d.c.doubt, sa.func.count())
+            .where(d.c.campaign_id == campaign_id, d.c.doubt != "")
+            .group_by(d.c.doubt)
+        )
+        with self.store._read() as conn:
+            found = {doubt: n for doubt, n in conn.execute(query)}
+        unknown = self.in_doubt(campaign_id)
+        return {**found, "unknown": unknown} if unknown else found
 
     def failures(self, campaign_id: int, limit: int = 50) -> list[tuple[str, str, str]]:
         """``(email, status, reason)`` of recipients not sent, failures first."""
@@ -258,7 +402,11 @@ class Ledger:
 
 RECORD_SQL = (
     "UPDATE deliveries SET status = :status, provider_id = :pid, reason = :reason, "
-    "sent_at = :sent WHERE campaign_id = :cid AND subscriber_id = :sid AND claim = :claim"
+    "sent_at = :sent, "
+    "doubt = CASE WHEN CAST(:doubt AS VARCHAR(12)) = '' THEN doubt ELSE :doubt END, "
+    "claimed_at = CASE WHEN CAST(:status AS VARCHAR(12)) = 'unknown' THEN :now "
+    "ELSE claimed_at END "
+    "WHERE campaign_id = :cid AND subscriber_id = :sid AND claim = :claim"
 )
 
 
@@ -300,14 +448,21 @@ def _snapshot(conn: sa.Connection, campaign_id: int, topic: str, now: dt.datetim
     return result.rowcount or 0
 
 
-def _claimed(conn: sa.Connection, campaign_id: int, claim: str, topic: str) -> Claimed:
+def _claimed(
+    conn: sa.Connection,
+    campaign_id: int,
+    claim: str,
+    topic: str,
+    claimed_at: dt.datetime,
+    quiet_since: dt.datetime,
+) -> Claimed:
     """The rows of a claim, each checked against the list as it is now."""
     sub = s.subscribers
     eligible = sa.case((_eligible(topic), 1), else_=0).label("eligible")
     query = (
         sa.select(sub.c.id, sub.c.email, sub.c.name, eligible)
         .join(d, d.c.subscriber_id == sub.c.id)
-        .where(d.c.campaign_id == campaign_id, d.c.claim == claim, d.c.status == "inflight")
+        .where(d.c.campaign_id == campaign_id, d.c.claim == claim, d.c.status.in_(HELD))
         .order_by(sub.c.id)
     )
     rows, left = [], []
@@ -316,7 +471,44 @@ def _claimed(conn: sa.Connection, campaign_id: int, claim: str, topic: str) -> C
             rows.append((sid, email, name))
         else:
             left.append(sid)
-    return Claimed(claim, rows, left)
+    return Claimed(claim, rows, left, claimed_at, quiet_since)
+
+
+def _run(row: sa.Row) -> Run:
+    return Run(
+        row.id,
+        row.campaign_id,
+        row.role,
+        row.provider,
+        row.host,
+        row.pid,
+        row.proc_start,
+        row.started_at,
+        row.heartbeat_at,
+        row.finished_at,
+    )
+
+
+def _runs_by_id(conn: sa.Connection, ids: set[str]) -> dict[str, Run]:
+    if not ids:
+        return {}
+    return {row.id: _run(row) for row in conn.execute(sa.select(r).where(r.c.id.in_(ids)))}
+
+
+def _live_runs(conn: sa.Connection, campaign_id: int, now: dt.datetime) -> list[Run]:
+    query = sa.select(r).where(r.c.campaign_id == campaign_id, r.c.finished_at.is_(None))
+    return [run for run in map(_run, conn.execute(query)) if run.alive(now)]
+
+
+def _already_sending(run: Run, now: dt.datetime) -> SendError:
+    since = int((now - run.started_at).total_seconds())
+    return SendError(
+        f"this campaign is already being sent by process {run.pid} on {run.host} "
+        f"(started {since}s ago)",
+        hint="wait for it to finish (or stop it with Ctrl-C) and run the same command "
+        "again; to share a campaign between processes use --concurrency N, or --worker "
+        "on PostgreSQL",
+    )
 
 
 def _counts(conn: sa.Connection, campaign_id: int | None) -> dict[int, dict[str, int]]:

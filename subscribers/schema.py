@@ -197,6 +197,37 @@ def _deliveries_table(md: sa.MetaData) -> sa.Table:
     )
 
 
+def _add_delivery_doubt(conn: Connection) -> None:
+    """deliveries.holder (the run that holds a claim) and deliveries.doubt (how an unknown
+    outcome was settled: reconciled | resent | skipped)"""
+    conn.execute(sa.text("ALTER TABLE deliveries ADD COLUMN holder VARCHAR(32)"))
+    conn.execute(sa.text("ALTER TABLE deliveries ADD COLUMN doubt VARCHAR(12) NOT NULL DEFAULT ''"))
+
+
+def _send_runs_table(md: sa.MetaData) -> sa.Table:
+    """Every process that sent a campaign: who, with which provider, alive until when."""
+    return sa.Table(
+        "send_runs",
+        md,
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column(
+            "campaign_id",
+            sa.Integer,
+            sa.ForeignKey("campaigns.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("role", sa.String(8), nullable=False),  # main | helper | worker
+        sa.Column("provider", sa.String(32), nullable=False),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),
+        sa.Column("proc_start", sa.String(32), nullable=False, server_default=""),
+        sa.Column("started_at", UTCDateTime, nullable=False),
+        sa.Column("heartbeat_at", UTCDateTime, nullable=False),
+        sa.Column("finished_at", UTCDateTime),
+        sa.Index("ix_send_runs_campaign", "campaign_id", "started_at"),
+    )
+
+
 def _confirmation_queue_table(md: sa.MetaData) -> sa.Table:
     """Confirmation emails to send: written with the signup, sent by the mailer."""
     return sa.Table(
@@ -258,6 +289,9 @@ suppressions = _suppressions_table(metadata)
 events = _events_table(metadata)
 campaigns = _campaigns_table(metadata)
 deliveries = _deliveries_table(metadata)
+deliveries.append_column(sa.Column("holder", sa.String(32)))
+deliveries.append_column(sa.Column("doubt", sa.String(12), nullable=False, server_default=""))
+send_runs = _send_runs_table(metadata)
 confirmation_queue = _confirmation_queue_table(metadata)
 delivery_events = _delivery_events_table(metadata)
 webhook_tokens = _webhook_tokens_table(metadata)
@@ -309,11 +343,20 @@ def _004_delivery_events(conn: Connection) -> None:
     _webhook_tokens_table(md).create(conn)
 
 
+def _005_send_runs(conn: Connection) -> None:
+    """send runs with heartbeats; who holds each claim; unknown outcomes settled"""
+    _add_delivery_doubt(conn)
+    md = sa.MetaData()
+    sa.Table("campaigns", md, sa.Column("id", sa.Integer, primary_key=True))
+    _send_runs_table(md).create(conn)
+
+
 MIGRATIONS: list[Migration] = [
     _001_initial,
     _002_send_ledger,
     _003_confirmation_queue,
     _004_delivery_events,
+    _005_send_runs,
 ]
 
 

@@ -36,8 +36,10 @@ class Recorder(Provider):
     name = "recorder"
     max_batch = 10
 
-    def __init__(self, inbox: list[Message] | None = None) -> None:
+    def __init__(self, inbox: list[Message] | None = None, *, lookup: bool = False) -> None:
         self.inbox: list[Message] = [] if inbox is None else inbox
+        self.lookups: list[list[str]] = []  # Message-IDs asked about, per lookup
+        self._can_lookup = lookup
         self.calls = 0
         self.crash_before_call: int | None = None  # crash on the Nth call, nothing sent
         self.crash_after_accept: int | None = None  # crash on the Nth call, all delivered
@@ -47,6 +49,16 @@ class Recorder(Provider):
     @classmethod
     def from_settings(cls, settings: Settings) -> Recorder:
         return cls()
+
+    @property
+    def can_lookup(self) -> bool:
+        return self._can_lookup
+
+    def lookup(self, messages: Sequence[Message], *, sent_at: object) -> dict[str, str]:
+        """What a provider with a message search answers: the ones it holds."""
+        self.lookups.append([m.message_id for m in messages])
+        held = {m.message_id for m in self.inbox}
+        return {m.message_id: f"id-{m.to_email}" for m in messages if m.message_id in held}
 
     def send_batch(self, messages: Sequence[Message]) -> list[SendResult]:
         self.calls += 1

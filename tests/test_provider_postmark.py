@@ -234,17 +234,31 @@ def test_429_without_retry_after_backs_off_exponentially(
 
 
 @responses.activate
-def test_500_retries_then_gives_up_retryable(
+def test_503_retries_then_gives_up_retryable(
     provider: PostmarkProvider, sleeps: list[float]
 ) -> None:
-    responses.post(URL, status=500, json={"ErrorCode": 500, "Message": "Internal server error"})
+    responses.post(URL, status=503, json={"ErrorCode": 503, "Message": "Service unavailable"})
 
     with pytest.raises(ProviderError) as caught:
         provider.send_batch([make_message(0)])
 
-    assert caught.value.retryable and caught.value.status == 500
+    assert caught.value.retryable and caught.value.status == 503
     assert len(responses.calls) == 4  # the try and 3 retries
     assert len(sleeps) == 3
+
+
+@responses.activate
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_500_502_504_may_have_been_accepted_and_are_not_resent(
+    provider: PostmarkProvider, sleeps: list[float], status: int
+) -> None:
+    responses.post(URL, status=status, json={"ErrorCode": status, "Message": "gateway"})
+
+    with pytest.raises(OutcomeUnknown) as caught:
+        provider.send_batch([make_message(0)])
+
+    assert len(responses.calls) == 1 and sleeps == []
+    assert f"HTTP {status}" in str(caught.value)
 
 
 @responses.activate
@@ -266,7 +280,7 @@ def test_read_timeout_is_not_resent_blindly(provider: PostmarkProvider) -> None:
 
     assert len(responses.calls) == 1  # Postmark has no idempotency key: no second POST
     assert caught.value.retryable
-    assert "activity log" in str(caught.value)
+    assert "may have accepted" in str(caught.value)
 
 
 def test_api_base_url_overrides_the_host(settings: Settings) -> None:

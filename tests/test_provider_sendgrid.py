@@ -209,13 +209,23 @@ def test_429_without_reset_backs_off(provider: SendGridProvider, sleeps: list[fl
 
 
 @responses.activate
-def test_500_gives_up_retryable(provider: SendGridProvider) -> None:
-    responses.post(URL, status=500, body="Internal Server Error")
+def test_503_gives_up_retryable(provider: SendGridProvider) -> None:
+    responses.post(URL, status=503, body="Internal Server Error")
 
     with pytest.raises(ProviderError) as caught:
         provider.send_batch([make_message(0)])
 
     assert caught.value.retryable and len(responses.calls) == 4
+
+
+@responses.activate
+def test_500_is_an_unknown_outcome_sent_once(provider: SendGridProvider) -> None:
+    responses.post(URL, status=500, body="Internal Server Error")
+
+    with pytest.raises(OutcomeUnknown):
+        provider.send_batch([make_message(0)])
+
+    assert len(responses.calls) == 1
 
 
 @responses.activate

@@ -232,13 +232,23 @@ def test_throttling_429_honours_retry_after(provider: SesProvider, sleeps: list[
 
 
 @responses.activate
-def test_500_gives_up_retryable(provider: SesProvider) -> None:
-    responses.post(URL, status=500, json={"message": "Internal Failure"})
+def test_503_gives_up_retryable(provider: SesProvider) -> None:
+    responses.post(URL, status=503, json={"message": "Internal Failure"})
 
     with pytest.raises(ProviderError) as caught:
         provider.send_batch([make_message(0)])
 
     assert caught.value.retryable and len(responses.calls) == 4
+
+
+@responses.activate
+def test_500_is_an_unknown_outcome_sent_once(provider: SesProvider) -> None:
+    responses.post(URL, status=500, json={"message": "Internal Failure"})
+
+    with pytest.raises(OutcomeUnknown):
+        provider.send_batch([make_message(0)])
+
+    assert len(responses.calls) == 1
 
 
 @responses.activate

@@ -69,27 +69,80 @@ def test_sends_each_reader_once_with_own_links(store: Store, compiled) -> None:
     assert again.inbox == []
 
 
-@pytest.mark.parametrize(
-    ("step", "delivered_before", "duplicated"),
-    [("before_call", 10, 0), ("during", 15, 5), ("after_accept", 20, 10)],
-)
-def test_resume_after_crash(
-    store: Store, compiled, step: str, delivered_before: int, duplicated: int
-) -> None:
-    fill(store, N)
-    inbox: list = []
+CRASHES = [("before_call", 10), ("during", 15), ("after_accept", 20)]
+IN_FLIGHT = {f"reader{i}@example.com" for i in range(10, 20)}  # the second batch of 10
+
+
+def crash_at(store: Store, compiled, step: str, inbox: list) -> None:
     first = Recorder(inbox)
     setattr(first, f"crash_{step}", 2)  # the second batch of 10
     with pytest.raises(Crash):
         make_sender(store, compiled, first).run()
+
+
+@pytest.mark.parametrize(("step", "delivered_before"), CRASHES)
+def test_resume_after_crash_asks_the_provider_and_duplicates_nobody(
+    store: Store, compiled, step: str, delivered_before: int
+) -> None:
+    fill(store, N)
+    inbox: list = []
+    crash_at(store, compiled, step, inbox)
     assert len(inbox) == delivered_before
-    make_sender(store, compiled, Recorder(inbox)).run()
+    provider = Recorder(inbox, lookup=True)
+    tally = make_sender(store, compiled, provider).run()
     counts = Counter(m.to_email for m in inbox)
     assert sorted(counts) == everyone()  # nobody lost
-    duplicates = [e for e, n in counts.items() if n > 1]
-    assert len(duplicates) == duplicated  # only from the batch that was in flight
-    assert all(e in {f"reader{i}@example.com" for i in range(10, 20)} for e in duplicates)
+    assert set(counts.values()) == {1}  # nobody twice
+    assert len(provider.lookups) == 1 and len(provider.lookups[0]) == 10  # one batch asked
+    reached = delivered_before - 10  # of the batch in flight, what the provider had
+    assert (tally.reconciled, tally.resent) == (reached, 10 - reached)
     assert Ledger(store).counts(1) == {"sent": N}
+    assert Ledger(store).doubts(1) == {
+        k: v for k, v in (("reconciled", reached), ("resent", 10 - reached)) if v
+    }
+
+
+@pytest.mark.parametrize(("step", "delivered_before"), CRASHES)
+def test_resume_without_lookup_leaves_the_batch_in_doubt(
+    store: Store, compiled, step: str, delivered_before: int
+) -> None:
+    fill(store, N)
+    inbox: list = []
+    crash_at(store, compiled, step, inbox)
+    make_sender(store, compiled, Recorder(inbox)).run()
+    counts = Counter(m.to_email for m in inbox)
+    assert set(counts.values()) == {1}  # nothing sent twice
+    assert set(everyone()) - set(counts) <= IN_FLIGHT  # only the batch in flight is missing
+    assert Ledger(store).counts(1) == {"sent": N - 10, "unknown": 10}  # exactly that batch
+
+
+@pytest.mark.parametrize(("step", "delivered_before"), CRASHES)
+def test_author_resends_or_skips_the_readers_in_doubt(
+    store: Store, compiled, step: str, delivered_before: int
+) -> None:
+    fill(store, N)
+    inbox: list = []
+    crash_at(store, compiled, step, inbox)
+    make_sender(store, compiled, Recorder(inbox)).run()
+    resend = make_sender(store, compiled, Recorder(inbox), unknown_policy="resend").run()
+    counts = Counter(m.to_email for m in inbox)
+    assert sorted(counts) == everyone()
+    assert resend.resent == 10 and resend.sent == 10
+    assert {e for e, n in counts.items() if n > 1} <= IN_FLIGHT  # duplicates only there
+    assert Ledger(store).counts(1) == {"sent": N}
+    assert Ledger(store).doubts(1) == {"resent": 10}
+
+
+def test_skip_unknown_counts_them_done_without_sending(store: Store, compiled) -> None:
+    fill(store, N)
+    inbox: list = []
+    crash_at(store, compiled, "before_call", inbox)
+    make_sender(store, compiled, Recorder(inbox)).run()
+    skip = make_sender(store, compiled, Recorder(inbox), unknown_policy="skip").run()
+    assert skip.skipped == 10 and skip.sent == 0
+    assert set(everyone()) - {m.to_email for m in inbox} == IN_FLIGHT  # never sent
+    assert Ledger(store).counts(1) == {"sent": N - 10, "skipped": 10}
+    assert Ledger(store).doubts(1) == {"skipped": 10}
 
 
 def test_crash_after_accept_before_ledger_write(store: Store, compiled, monkeypatch) -> None:
@@ -109,25 +162,48 @@ def test_crash_after_accept_before_ledger_write(store: Store, compiled, monkeypa
     with pytest.raises(Crash):
         sender.run()
     assert len(inbox) == 30
-    make_sender(store, compiled, Recorder(inbox)).run()
+    make_sender(store, compiled, Recorder(inbox, lookup=True)).run()
     counts = Counter(m.to_email for m in inbox)
-    assert sorted(counts) == everyone()
-    assert sorted(e for e, n in counts.items() if n > 1) == sorted(
-        f"reader{i}@example.com" for i in range(20, 30)
-    )
+    assert sorted(counts) == everyone() and set(counts.values()) == {1}
+    assert Ledger(store).doubts(1) == {"reconciled": 10}
 
 
-def test_worker_lease_keeps_live_batches_and_takes_stale_ones(store: Store, compiled) -> None:
-    fill(store, 20)
+def test_lease_keeps_batches_of_live_runs_and_takes_those_of_dead_ones(
+    store: Store, compiled
+) -> None:
+    import subprocess
+    import sys
+
+    fill(store, 40)
     ledger = Ledger(store)
     campaign, _ = ledger.open_campaign(
         slug="x", topic="updates", subject="s", content_hash="h", provider="p"
     )
-    held = ledger.claim(campaign.id, 10, "updates")
-    assert held is not None
-    assert ledger.recover(campaign.id, "updates", older_than=dt.timedelta(minutes=10)) == []
-    taken = ledger.recover(campaign.id, "updates", older_than=dt.timedelta(0))
-    assert [b.claim for b in taken] == [held.claim] and taken[0].rows == held.rows
+    me = ledger.start_run(campaign.id, role="worker", provider="p")
+    mine = ledger.claim(campaign.id, 10, "updates", me.id)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = ledger.start_run(campaign.id, role="worker", provider="p")
+    far = ledger.start_run(campaign.id, role="worker", provider="p")
+    silent = ledger.start_run(campaign.id, role="worker", provider="p")
+    with store._write() as conn:  # a process here that exited; two on other machines
+        runs = __import__("subscribers.schema", fromlist=["x"]).send_runs
+        conn.execute(runs.update().where(runs.c.id == dead.id).values(pid=int(gone.stdout)))
+        old = store._now() - dt.timedelta(minutes=5)
+        conn.execute(runs.update().where(runs.c.id == far.id).values(host="elsewhere"))
+        conn.execute(
+            runs.update().where(runs.c.id == silent.id).values(host="elsewhere", heartbeat_at=old)
+        )
+    held = {run.id: ledger.claim(campaign.id, 10, "updates", run.id) for run in (dead, far, silent)}
+    taken = ledger.recover(campaign.id, "updates", holder="newcomer")
+    assert sorted(b.claim for b in taken) == sorted(held[r.id].claim for r in (dead, silent))
+    assert mine is not None and held[far.id] is not None  # alive here / beating elsewhere
+    assert ledger.counts(campaign.id) == {"inflight": 20, "unknown": 20}
+    assert ledger.live_holders(campaign.id, exclude=me.id) == 10  # far's batch
 
 
 def test_unsubscribe_between_snapshot_and_send(store: Store, compiled) -> None:

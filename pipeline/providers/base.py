@@ -11,6 +11,7 @@ retries are exhausted.
 
 from __future__ import annotations
 
+import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,14 @@ from pipeline.message import Message
 from pipeline.settings import Settings
 
 
+class OutcomeUnknown(ProviderError):
+    """The request went out whole but its answer was lost: the provider may have
+    accepted it (a reset or close after the body was sent, a read timeout, a gateway
+    5xx). Never retried blindly: the batch is marked unknown in the ledger and settled
+    by asking the provider (:meth:`Provider.lookup`) or by the author.
+    """
+
+
 class Status(StrEnum):
     """Normalised send status per recipient (after django-anymail)."""
 
@@ -30,7 +39,7 @@ class Status(StrEnum):
     REJECTED = "rejected"  # provider refuses this recipient (suppressed, inactive)
     FAILED = "failed"  # provider could not send this one
     INVALID = "invalid"  # the address or message is invalid
-    UNKNOWN = "unknown"
+    UNKNOWN = "unknown"  # the answer was lost: it may have been accepted
 
 
 ACCEPTED = frozenset({Status.QUEUED, Status.SENT})
@@ -63,6 +72,10 @@ class Provider(ABC):
     # Pre-encoded bodies this provider reads from Message ("json": html_json/text_json,
     # "mime": html_qp/text_qp for pipeline.message.to_bytes); the renderer makes only these.
     encodings: ClassVar[frozenset[str]] = frozenset()
+    # Seconds to wait after a request before a lookup of it can be trusted: the request
+    # may still be in flight (the timeout) and the provider's search lags behind.
+    timeout: float = 0.0
+    lookup_lag: float = 0.0
 
     @classmethod
     @abstractmethod
@@ -80,6 +93,24 @@ class Provider(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+    @property
+    def can_lookup(self) -> bool:
+        """Whether :meth:`lookup` can tell what this provider accepted."""
+        return False
+
+    def lookup(self, messages: Sequence[Message], *, sent_at: dt.datetime) -> dict[str, str]:
+        """Which of ``messages`` (sent in one request at about ``sent_at``) the provider
+        accepted: ``{message_id: provider_id}``. Raises ProviderError when it cannot ask."""
+        raise NotImplementedError(f"{self.name} has no way to look a message up")
+
+    @property
+    def settles_unknown(self) -> str:
+        """How a lost answer is settled: ``lookup`` (ask the provider), ``idempotent``
+        (send again: the provider deduplicates) or ``author`` (nobody can tell)."""
+        if self.idempotent:
+            return "idempotent"
+        return "lookup" if self.can_lookup else "author"
 
     def check_batch(self, messages: Sequence[Message]) -> None:
         """Refuse a batch above ``max_batch`` (a bug in the caller, not in the data)."""
@@ -120,19 +151,31 @@ def send_in_parts(
 
     A :class:`ProviderError` before anything was accepted propagates (nothing was
     sent, the caller may retry the whole batch); after that, the rest of the batch
-    is reported as ``failed``/retryable instead, so no acceptance is lost.
+    is reported as ``failed``/retryable instead, so no acceptance is lost. A part
+    whose answer was lost (:class:`OutcomeUnknown`) is reported ``unknown`` once
+    anything went out before it.
     """
     results: list[SendResult] = []
     for index, part in enumerate(parts):
         try:
             results.extend(send_part(part))
         except ProviderError as exc:
-            if not any(r.accepted for r in results):
+            if not any(r.accepted or r.status == Status.UNKNOWN for r in results):
                 raise
-            for rest in parts[index:]:
-                results.extend(not_sent(rest, exc))
+            rest = parts[index:]
+            if isinstance(exc, OutcomeUnknown):
+                results.extend(unknown(rest[0], exc))
+                rest = rest[1:]
+            for later in rest:
+                results.extend(not_sent(later, exc))
             break
     return results
+
+
+def unknown(messages: Sequence[Message], error: ProviderError) -> list[SendResult]:
+    """Results for messages whose request went out but whose answer was lost."""
+    reason = f"answer lost: {error.reason or error.message}"
+    return [SendResult(m.message_id, m.to_email, Status.UNKNOWN, reason=reason) for m in messages]
 
 
 def in_order(messages: Sequence[Message], results: Sequence[SendResult]) -> list[SendResult]:

@@ -6,10 +6,15 @@ recipient would see the whole To list). The shared body is recovered with
 :mod:`pipeline.providers.merge`; personal parts, per-recipient headers
 (``h:List-Unsubscribe: %recipient.h0%``) and our Message-ID (``v:message_id``, for
 webhooks) are recipient variables. Mailgun answers one id for the whole batch.
+
+A lost answer is settled through the Events API: the ``accepted`` events of our From
+address and subject since the batch was claimed, matched on the ``message_id`` user
+variable each message carries.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import uuid
@@ -19,7 +24,7 @@ from urllib.parse import quote
 
 import requests
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, ProviderError
 from pipeline.message import Message
 from pipeline.providers.base import SendResult, Status, send_in_parts
 from pipeline.providers.http import HttpProvider
@@ -31,6 +36,9 @@ SECRET = "MAILGUN_API_KEY"
 HOSTS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
 RESERVED = "%recipient."
 VARIABLES_LIMIT = 10_000  # bytes of personal body parts per recipient before splitting
+EVENTS_PAGE = 300  # Events API: limit <= 300
+EVENTS_MARGIN = dt.timedelta(minutes=2)  # clock skew between us and Mailgun
+EVENTS_PAGES = 1000  # a bound on paging, far past any one batch's window
 
 # HTTP status -> our status, for a refusal about the recipient (a bad To address).
 STATUS_BY_CODE: dict[int, Status] = {400: Status.INVALID}
@@ -52,6 +60,7 @@ class MailgunProvider(MergedSend, HttpProvider):
     name = "mailgun"
     max_batch = 1000
     default_base_url = HOSTS["us"]
+    default_lookup_lag = 60.0  # events can take a while to be listed
     auth_hint = ACCOUNT_ERRORS[401]
 
     def __init__(self, *, api_key: str, domain: str, **http: Any) -> None:
@@ -84,6 +93,48 @@ class MailgunProvider(MergedSend, HttpProvider):
 
     def request_auth(self) -> tuple[str, str]:
         return ("api", self._api_key)
+
+    # -- what was accepted -------------------------------------------------------------
+
+    @property
+    def can_lookup(self) -> bool:
+        return True
+
+    def lookup(self, messages: Sequence[Message], *, sent_at: dt.datetime) -> dict[str, str]:
+        """Which messages Mailgun logged as ``accepted`` since ``sent_at``."""
+        if not messages:
+            return {}
+        wanted = {m.message_id for m in messages}
+        first = messages[0]
+        begin = (sent_at - EVENTS_MARGIN).timestamp()
+        end = (dt.datetime.now(dt.UTC) + EVENTS_MARGIN).timestamp()
+        params: dict[str, Any] | None = {
+            "event": "accepted",
+            "begin": f"{begin:.0f}",
+            "end": f"{end:.0f}",
+            "ascending": "yes",
+            "limit": EVENTS_PAGE,
+            "from": first.from_addr,
+            "subject": first.subject,
+        }
+        found: dict[str, str] = {}
+        url = f"/v3/{quote(self.domain, safe='')}/events"
+        for _ in range(EVENTS_PAGES):
+            response = self.ask("GET", url, params=params)
+            if response.status_code != 200:
+                raise self.unexpected(response)
+            data = self.json(response)
+            items = data.get("items") or [] if isinstance(data, dict) else []
+            for item in items:
+                ours = (item.get("user-variables") or {}).get("message_id")
+                if ours in wanted:
+                    headers = (item.get("message") or {}).get("headers") or {}
+                    found[ours] = str(headers.get("message-id") or item.get("id", ""))
+            following = (data.get("paging") or {}).get("next") if items else None
+            if not following or len(found) == len(wanted):
+                return found
+            url, params = following, None
+        raise ProviderError("the Events API kept paging", provider=self.name)
 
     def __repr__(self) -> str:
         return f"<MailgunProvider {self.domain} {self.base_url}>"

@@ -4,11 +4,17 @@ Every message is written as a standard RFC 5322 file (CRLF line endings, what an
 file holds) into a Maildir under ``var/outbox/`` with :class:`mailbox.Maildir`, which
 writes into ``tmp/`` and renames into ``new/``: a crash never leaves half a message
 where a reader would find it. Any mail client, or ``mailbox.Maildir``, reads it back.
+
+It can be asked what it accepted, as Postmark can: the messages written since a batch
+was claimed are read back by their Message-ID header.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import mailbox
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +23,10 @@ from pipeline.message import Message, to_bytes
 from pipeline.providers.base import Provider, SendResult, Status, send_in_parts
 from pipeline.providers.retry import Sleep
 from pipeline.settings import Settings
+
+MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
+HEAD_BYTES = 8192  # the headers of a message we wrote fit well within this
+CLOCK_SLACK = 2.0  # seconds of file-time granularity
 
 
 class OutboxProvider(Provider):
@@ -42,6 +52,27 @@ class OutboxProvider(Provider):
             self._maildir = mailbox.Maildir(self.directory, factory=None, create=True)
         return self._maildir
 
+    @property
+    def can_lookup(self) -> bool:
+        return True
+
+    def lookup(self, messages: Sequence[Message], *, sent_at: dt.datetime) -> dict[str, str]:
+        """The messages of the batch found in the Maildir, written since ``sent_at``."""
+        wanted = {m.message_id for m in messages}
+        since = sent_at.timestamp() - CLOCK_SLACK
+        found: dict[str, str] = {}
+        for sub in ("new", "cur"):
+            folder = self.directory / sub
+            if not folder.is_dir():
+                continue
+            for entry in os.scandir(folder):
+                if entry.stat().st_mtime < since:
+                    continue
+                mid = _message_id(Path(entry.path))
+                if mid in wanted:
+                    found[mid] = entry.name.split(":")[0]
+        return found
+
     def send_batch(self, messages: Sequence[Message]) -> list[SendResult]:
         self.check_batch(messages)
         return send_in_parts([[m] for m in messages], self._write)
@@ -58,3 +89,13 @@ class OutboxProvider(Provider):
                 hint="check that the directory is writable and the disk is not full",
             ) from exc
         return [SendResult(m.message_id, m.to_email, Status.SENT, provider_id=key)]
+
+
+def _message_id(path: Path) -> str:
+    try:
+        with path.open("rb") as f:
+            head = f.read(HEAD_BYTES)
+    except OSError:
+        return ""
+    match = MESSAGE_ID.search(head.split(b"\r\n\r\n", 1)[0])
+    return match.group(1).decode("ascii", "replace") if match else ""

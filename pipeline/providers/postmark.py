@@ -3,11 +3,14 @@
 The batch endpoint answers HTTP 200 even when items fail: each reply item carries an
 ``ErrorCode`` (0 = accepted) in request order. ErrorCode 406 means an inactive
 recipient (an earlier hard bounce or spam complaint): the result asks to suppress it.
-Postmark has no idempotency key, so a read timeout is never retried blindly.
+Postmark has no idempotency key, so a lost answer is never retried blindly: the
+Messages API (``GET /messages/outbound``, filtered by the ``batch`` metadata every
+message of a batch carries) tells which messages of the batch Postmark accepted.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -49,6 +52,8 @@ ACCOUNT_ERRORS: dict[int, str] = {
 # ErrorCode 300 is about the recipient only when it names the To field (after anymail).
 TO_ERROR = re.compile(r"^(Invalid|Error\s+parsing)\s+'To'", re.IGNORECASE)
 INACTIVE_OK = "inactive addresses"
+SEARCH_PAGE = 500  # Messages API: count <= 500 and count + offset <= 10,000
+SEARCH_LIMIT = 10_000
 
 
 class PostmarkProvider(HttpProvider):
@@ -75,6 +80,36 @@ class PostmarkProvider(HttpProvider):
 
     def auth_headers(self) -> dict[str, str]:
         return {"X-Postmark-Server-Token": self._token}
+
+    # -- what was accepted -------------------------------------------------------------
+
+    @property
+    def can_lookup(self) -> bool:
+        return True
+
+    def lookup(self, messages: Sequence[Message], *, sent_at: dt.datetime) -> dict[str, str]:
+        """The batch's messages Postmark holds, found by their ``batch`` metadata."""
+        wanted = {m.message_id for m in messages}
+        batch = messages[0].metadata.get("batch", "") if messages else ""
+        if not batch:
+            raise ProviderError("these messages carry no batch key to look up", provider=self.name)
+        found: dict[str, str] = {}
+        offset = 0
+        while offset < SEARCH_LIMIT:
+            params = {"count": SEARCH_PAGE, "offset": offset, "metadata_batch": batch}
+            response = self.ask("GET", "/messages/outbound", params=params)
+            if response.status_code != 200:
+                raise self.unexpected(response)
+            data = self.json(response)
+            items = data.get("Messages") or [] if isinstance(data, dict) else []
+            for item in items:
+                ours = (item.get("Metadata") or {}).get("message_id")
+                if ours in wanted:
+                    found[ours] = str(item.get("MessageID", ""))
+            offset += len(items)
+            if not items or offset >= int(data.get("TotalCount", 0) or 0):
+                break
+        return found
 
     # -- request ---------------------------------------------------------------------
 

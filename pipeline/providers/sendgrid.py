@@ -7,10 +7,16 @@ own ``to``, ``subject``, ``headers`` (List-Unsubscribe, Message-ID ...) and
 :mod:`pipeline.providers.merge` and the personal parts travel as ``substitutions``.
 
 Success is 202 with an empty body and only an ``X-Message-Id`` header.
+
+A lost answer can be looked up only where the account has SendGrid's Email Logs API
+(``provider.sendgrid_email_logs = true``): each request then carries the category
+``batch-<claim>``, and ``POST /v3/logs`` with ``categories IN (...)`` lists what
+SendGrid processed of that batch. Without it, SendGrid cannot be asked.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Sequence
 from email.utils import parseaddr, quote
@@ -18,10 +24,13 @@ from typing import Any
 
 import requests
 
+from pipeline.errors import ProviderError
 from pipeline.message import Message
 from pipeline.providers.base import SendResult, Status
 from pipeline.providers.http import JSON_HEADERS, BearerProvider, encode_json
 from pipeline.providers.merge import MergedSend, Template, factor
+from pipeline.providers.retry import Sleep
+from pipeline.settings import Settings
 
 SECRET = "SENDGRID_API_KEY"
 PATH = "/v3/mail/send"
@@ -49,6 +58,49 @@ class SendGridProvider(MergedSend, BearerProvider):
     auth_hint = ACCOUNT_ERRORS[401]
 
     secret_name = SECRET
+
+    def __init__(self, *, email_logs: bool = False, **options: Any) -> None:
+        super().__init__(**options)
+        self.email_logs = email_logs
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, sleep: Sleep | None = None) -> SendGridProvider:
+        api_key = settings.secret(cls.secret_name, needed_for=f"provider {cls.name}")
+        return cls(
+            api_key=api_key,
+            email_logs=bool(settings.provider_options.get("sendgrid_email_logs")),
+            **cls.http_options(settings, sleep),
+        )
+
+    # -- what was accepted -------------------------------------------------------------
+
+    @property
+    def can_lookup(self) -> bool:
+        return self.email_logs
+
+    def lookup(self, messages: Sequence[Message], *, sent_at: dt.datetime) -> dict[str, str]:
+        """The batch's messages SendGrid logged, found by the batch's category."""
+        batch = messages[0].metadata.get("batch", "") if messages else ""
+        if not batch:
+            raise ProviderError("these messages carry no batch key to look up", provider=self.name)
+        since = (sent_at - dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        query = (
+            f"categories IN ('batch-{batch}') AND sg_message_id_created_at >= TIMESTAMP \"{since}\""
+        )
+        body = encode_json({"query": query, "limit": self.max_batch})
+        response = self.ask("POST", "/v3/logs", body=body)
+        if response.status_code != 200:
+            raise self.unexpected(response)
+        data = self.json(response)
+        logged = {
+            str(item.get("to_email", "")).lower(): str(item.get("sg_message_id", ""))
+            for item in (data.get("messages") or [] if isinstance(data, dict) else [])
+        }
+        return {
+            m.message_id: logged[m.to_email.lower()]
+            for m in messages
+            if m.to_email.lower() in logged
+        }
 
     # -- planning the requests ---------------------------------------------------------
 
@@ -97,8 +149,11 @@ class SendGridProvider(MergedSend, BearerProvider):
         }
         if first.reply_to:
             data["reply_to"] = email_object(first.reply_to)
-        if first.tag:
-            data["categories"] = [first.tag]
+        categories = [first.tag] if first.tag else []
+        if self.email_logs and first.metadata.get("batch"):
+            categories.append(f"batch-{first.metadata['batch']}")
+        if categories:
+            data["categories"] = categories
         return data
 
     @staticmethod

@@ -1,0 +1,369 @@
+"""Provider-shaped HTTP servers on 127.0.0.1 that accept batches and can lose the answer.
+
+Postmark (``POST /email/batch``, ``GET /messages/outbound``) and Mailgun
+(``POST /v3/<domain>/messages``, ``GET /v3/<domain>/events``) as their documentation
+shows them, keeping what they accepted so a lookup can be answered. With
+``fault`` set, every ``fault_every``-th send (up to ``fault_limit`` of them) is
+*accepted* and then its answer is lost the way networks lose answers:
+
+- ``reset``: the connection is reset (RST) after the request was read;
+- ``504``: a gateway timeout answer;
+- ``hang``: no answer for ``hang`` seconds, longer than the client waits.
+
+``search_lag`` delays when an accepted message shows up in a lookup. ``GET
+/_received`` reports ``{"total", "requests", "faults", "lookups", "to": {addr: times}}``.
+Only ever binds 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import json
+import socket
+import struct
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+SUBMITTED = "2026-11-23T12:00:00.0000000Z"
+FAULTS = ("reset", "504", "hang")
+
+
+@dataclass
+class Accepted:
+    """One message a sink accepted: what a lookup can find."""
+
+    to: str
+    message_id: str  # ours (metadata / user variable)
+    provider_id: str
+    batch: str
+    at: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Faults:
+    kind: str = ""
+    every: int = 0
+    limit: int = 0
+    hang: float = 30.0
+    done: int = 0
+
+    def due(self, request_number: int) -> bool:
+        return bool(
+            self.kind
+            and self.every
+            and request_number % self.every == 0
+            and (not self.limit or self.done < self.limit)
+        )
+
+
+class SinkServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(
+        self,
+        handler: type[BaseHTTPRequestHandler],
+        *,
+        count_only: bool = False,
+        throttle_every: int = 0,
+        faults: Faults | None = None,
+        search_lag: float = 0.0,
+    ) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.lock = threading.Lock()
+        self.count_only = count_only
+        self.throttle_every = throttle_every
+        self.faults = faults or Faults()
+        self.search_lag = search_lag
+        self.total = 0
+        self.requests = 0
+        self.lookups = 0
+        self.to: Counter[str] = Counter()
+        self.accepted: list[Accepted] = []
+
+    def keep(self, items: list[Accepted]) -> None:
+        with self.lock:
+            self.total += len(items)
+            for item in items:
+                self.to[item.to] += 1
+            if not self.count_only:
+                self.accepted.extend(items)
+
+    def visible(self) -> list[Accepted]:
+        """What a lookup sees now (the provider's search lags behind)."""
+        cutoff = time.time() - self.search_lag
+        with self.lock:
+            self.lookups += 1
+            return [a for a in self.accepted if a.at <= cutoff]
+
+    def report(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "total": self.total,
+                "requests": self.requests,
+                "faults": self.faults.done,
+                "lookups": self.lookups,
+                "to": dict(self.to),
+            }
+
+
+class SinkHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the real APIs
+    server: SinkServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+        pass
+
+    def reply(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
+        raw = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+    def count_request(self) -> tuple[bool, bool]:
+        """(throttled, fault due) for this send request."""
+        with self.server.lock:
+            self.server.requests += 1
+            n = self.server.requests
+            every = self.server.throttle_every
+            if every and n % every == 0:
+                return True, False
+            due = self.server.faults.due(n)
+            if due:
+                self.server.faults.done += 1
+            return False, due
+
+    def lose_answer(self) -> None:
+        """The batch was accepted; now lose the answer."""
+        kind = self.server.faults.kind
+        if kind == "504":
+            self.reply(504, {"message": "Gateway Timeout"})
+            return
+        if kind == "hang":
+            time.sleep(self.server.faults.hang)
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()  # RST: the client sees a reset after its request was read
+        self.close_connection = True
+
+    def query(self) -> dict[str, str]:
+        return {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
+
+
+class PostmarkHandler(SinkHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        path = urlsplit(self.path).path
+        if path == "/_received":
+            return self.reply(200, self.server.report())
+        if path == "/messages/outbound":
+            return self.search()
+        return self.reply(404, {"ErrorCode": 404, "Message": "not found"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.body()
+        if self.path != "/email/batch":
+            return self.reply(404, {"ErrorCode": 404, "Message": "not found"})
+        if not self.headers.get("X-Postmark-Server-Token"):
+            return self.reply(
+                401, {"ErrorCode": 10, "Message": "No Account or Server API tokens were supplied"}
+            )
+        throttled, fault = self.count_request()
+        if throttled:
+            return self.reply(
+                429, {"ErrorCode": 429, "Message": "Rate limit exceeded"}, {"Retry-After": "0"}
+            )
+        if self.server.count_only:
+            n = body.count(b'"MessageStream":')
+            with self.server.lock:
+                self.server.total += n
+            return self.reply(200, [_postmark_ok("recipient@example.com")] * n)
+        batch = json.loads(body)
+        now = time.time()
+        items = [_postmark_item(m) for m in batch]
+        self.server.keep(
+            [
+                Accepted(
+                    m["To"],
+                    (m.get("Metadata") or {}).get("message_id", ""),
+                    item["MessageID"],
+                    (m.get("Metadata") or {}).get("batch", ""),
+                    now,
+                    {"Metadata": m.get("Metadata") or {}, "Subject": m.get("Subject", "")},
+                )
+                for m, item in zip(batch, items, strict=True)
+            ]
+        )
+        if fault:
+            return self.lose_answer()
+        self.reply(200, items)
+
+    def search(self) -> None:
+        """``GET /messages/outbound``: count and offset required; metadata_* filters."""
+        q = self.query()
+        try:
+            count, offset = int(q["count"]), int(q["offset"])
+        except (KeyError, ValueError):
+            return self.reply(422, {"ErrorCode": 300, "Message": "count and offset are required"})
+        if count > 500 or count + offset > 10_000:
+            return self.reply(422, {"ErrorCode": 300, "Message": "count/offset out of range"})
+        filters = {k[len("metadata_") :]: v for k, v in q.items() if k.startswith("metadata_")}
+        found = [
+            a
+            for a in reversed(self.server.visible())  # newest first, as Postmark lists them
+            if all(a.extra["Metadata"].get(k) == v for k, v in filters.items())
+            and (not q.get("recipient") or q["recipient"] in a.to)
+        ]
+        page = found[offset : offset + count]
+        self.reply(
+            200,
+            {
+                "TotalCount": len(found),
+                "Messages": [
+                    {
+                        "Tag": "",
+                        "MessageID": a.provider_id,
+                        "MessageStream": "broadcast",
+                        "To": [{"Email": a.to, "Name": None}],
+                        "Cc": [],
+                        "Bcc": [],
+                        "Recipients": [a.to],
+                        "ReceivedAt": SUBMITTED,
+                        "From": "",
+                        "Subject": a.extra["Subject"],
+                        "Attachments": [],
+                        "Status": "Sent",
+                        "TrackOpens": False,
+                        "TrackLinks": "None",
+                        "Metadata": a.extra["Metadata"],
+                        "Sandboxed": False,
+                    }
+                    for a in page
+                ],
+            },
+        )
+
+
+def _postmark_ok(to: str) -> dict[str, Any]:
+    return {
+        "To": to,
+        "SubmittedAt": SUBMITTED,
+        "MessageID": str(uuid.uuid4()),
+        "ErrorCode": 0,
+        "Message": "OK",
+    }
+
+
+def _postmark_item(message: dict[str, Any]) -> dict[str, Any]:
+    return _postmark_ok(message["To"])
+
+
+class MailgunHandler(SinkHandler):
+    """``POST /v3/<domain>/messages`` (multipart, recipient-variables) and the Events API."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        path = urlsplit(self.path).path
+        if path == "/_received":
+            return self.reply(200, self.server.report())
+        if path.startswith("/v3/") and "/events" in path:
+            return self.events(path)
+        return self.reply(404, {"message": "not found"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.body()
+        if not (self.path.startswith("/v3/") and self.path.endswith("/messages")):
+            return self.reply(404, {"message": "not found"})
+        if not self.headers.get("Authorization", "").startswith("Basic "):
+            return self.reply(401, {"message": "Invalid private key"})
+        throttled, fault = self.count_request()
+        if throttled:
+            return self.reply(429, {"message": "Too many requests"}, {"Retry-After": "0"})
+        fields = _form_fields(self.headers.get("Content-Type", ""), body)
+        variables = json.loads(fields.get("recipient-variables", ["{}"])[0])
+        batch_id = f"<{uuid.uuid4().hex}@sandbox.mailgun.org>"
+        now = time.time()
+        accepted = []
+        for to in fields.get("to", []):
+            address = to.rpartition("<")[2].rstrip(">") if "<" in to else to
+            values = variables.get(address, {})
+            message_id = fields.get("v:message_id", [""])[0]
+            if message_id.startswith("%recipient."):
+                message_id = values.get(message_id[len("%recipient.") : -1], "")
+            batch = fields.get("v:batch", [""])[0]
+            extra = {
+                "from": fields.get("from", [""])[0],
+                "subject": fields.get("subject", [""])[0],
+            }
+            accepted.append(Accepted(to, message_id, batch_id, batch, now, extra))
+        self.server.keep(accepted)
+        if fault:
+            return self.lose_answer()
+        self.reply(200, {"id": batch_id, "message": "Queued. Thank you."})
+
+    def events(self, path: str) -> None:
+        """Ascending pages of ``accepted`` events in [begin, end], filtered by from/subject;
+        ``paging.next`` is an absolute URL on this host."""
+        q = self.query()
+        page_token = path.rpartition("/events")[2].strip("/")
+        if page_token:
+            q = json.loads(bytes.fromhex(page_token).decode())
+        begin, end = float(q.get("begin", 0)), float(q.get("end", time.time() + 3600))
+        limit = min(int(q.get("limit", 100)), 300)
+        start = int(q.get("_offset", 0))
+        found = [
+            a
+            for a in self.server.visible()
+            if begin <= a.at <= end
+            and (not q.get("from") or q["from"] == a.extra["from"])
+            and (not q.get("subject") or q["subject"] == a.extra["subject"])
+        ]
+        page = found[start : start + limit]
+        base = path.partition("/events")[0] + "/events"
+        following = {**q, "_offset": str(start + len(page))}
+        host = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.reply(
+            200,
+            {
+                "items": [
+                    {
+                        "event": "accepted",
+                        "id": uuid.uuid4().hex[:22],
+                        "timestamp": a.at,
+                        "recipient": a.to.rpartition("<")[2].rstrip(">"),
+                        "message": {"headers": {"message-id": a.provider_id.strip("<>")}},
+                        "user-variables": {"message_id": a.message_id, "batch": a.batch},
+                    }
+                    for a in page
+                ],
+                "paging": {
+                    "next": f"{host}{base}/{json.dumps(following).encode().hex()}",
+                    "previous": f"{host}{base}/",
+                },
+            },
+        )
+
+
+def _form_fields(content_type: str, body: bytes) -> dict[str, list[str]]:
+    """multipart/form-data fields (repeated names kept in order)."""
+    parser = email.parser.BytesParser(policy=email.policy.HTTP)
+    message = parser.parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    fields: dict[str, list[str]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        fields.setdefault(str(name), []).append(part.get_content())
+    return fields
+
+
+HANDLERS: dict[str, type[SinkHandler]] = {"postmark": PostmarkHandler, "mailgun": MailgunHandler}
