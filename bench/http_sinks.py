@@ -362,8 +362,84 @@ def _form_fields(content_type: str, body: bytes) -> dict[str, list[str]]:
     fields: dict[str, list[str]] = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
-        fields.setdefault(str(name), []).append(part.get_content())
+        raw = part.get_payload(decode=True) or b""  # form fields are UTF-8 (no charset given)
+        fields.setdefault(str(name), []).append(raw.decode("utf-8"))
     return fields
 
 
-HANDLERS: dict[str, type[SinkHandler]] = {"postmark": PostmarkHandler, "mailgun": MailgunHandler}
+class SendGridHandler(SinkHandler):
+    """``POST /v3/mail/send`` (202, empty body) and the Email Logs API ``POST /v3/logs``."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        if urlsplit(self.path).path == "/_received":
+            return self.reply(200, self.server.report())
+        return self.reply(404, {"errors": [{"message": "not found"}]})
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.body()
+        if not self.headers.get("Authorization", "").startswith("Bearer "):
+            return self.reply(401, {"errors": [{"message": "authorization required"}]})
+        if self.path == "/v3/logs":
+            return self.logs(json.loads(body))
+        if self.path != "/v3/mail/send":
+            return self.reply(404, {"errors": [{"message": "not found"}]})
+        throttled, fault = self.count_request()
+        if throttled:
+            return self.reply(429, {"errors": [{"message": "too many requests"}]})
+        data = json.loads(body)
+        now = time.time()
+        categories = data.get("categories") or []
+        self.server.keep(
+            [
+                Accepted(
+                    f"{to['name']} <{to['email']}>" if to.get("name") else to["email"],
+                    (p.get("custom_args") or {}).get("message_id", ""),
+                    f"{uuid.uuid4().hex[:22]}.filter0001",
+                    (p.get("custom_args") or {}).get("batch", ""),
+                    now,
+                    {"categories": categories, "subject": p.get("subject", "")},
+                )
+                for p in data.get("personalizations", [])
+                for to in p.get("to", [])
+            ]
+        )
+        if fault:
+            return self.lose_answer()
+        self.send_response(202)
+        self.send_header("X-Message-Id", uuid.uuid4().hex[:22])
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def logs(self, request: dict[str, Any]) -> None:
+        """Only the query shape the pipeline sends: ``categories IN ('...') AND ...``."""
+        wanted = set()
+        query = str(request.get("query", ""))
+        if "categories IN (" in query:
+            inside = query.split("categories IN (", 1)[1].split(")", 1)[0]
+            wanted = {part.strip().strip("'") for part in inside.split(",")}
+        limit = int(request.get("limit", 10))
+        found = [a for a in self.server.visible() if wanted & set(a.extra["categories"])]
+        self.reply(
+            200,
+            {
+                "messages": [
+                    {
+                        "from_email": "coach@hingestrength.example.com",
+                        "sg_message_id": a.provider_id,
+                        "subject": a.extra["subject"],
+                        "to_email": a.to.rpartition("<")[2].rstrip(">"),
+                        "reason": "",
+                        "status": "processed",
+                        "sg_message_id_created_at": SUBMITTED,
+                    }
+                    for a in found[:limit]
+                ]
+            },
+        )
+
+
+HANDLERS: dict[str, type[SinkHandler]] = {
+    "postmark": PostmarkHandler,
+    "mailgun": MailgunHandler,
+    "sendgrid": SendGridHandler,
+}

@@ -96,7 +96,7 @@ def serve_smtp() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("kind", choices=["postmark", "mailgun", "smtp"])
+    parser.add_argument("kind", choices=[*HANDLERS, "smtp"])
     parser.add_argument("--count-only", action="store_true")
     parser.add_argument("--throttle-every", type=int, default=0)
     parser.add_argument("--fault", choices=FAULTS, default="")

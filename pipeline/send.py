@@ -189,6 +189,7 @@ class Sender:
     stop: threading.Event = field(default_factory=threading.Event)  # finish the batch, stop
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     doubtful: list[Batch] = field(default_factory=list)  # unknown batches to settle
+    inherited: set[str] = field(default_factory=set)  # claims in doubt before this run
     unsettled: str = ""  # why some lost answers could not be settled in this run
 
     @property
@@ -209,6 +210,7 @@ class Sender:
                     self.campaign_id, self.topic, holder=self.run_id, lease=self.lease
                 )
                 self.doubtful += [_batch(b) for b in stale]
+                self.inherited |= {b.claim for b in stale}
                 self.settle(provider, wait=False)
             while drain and not self.stop.is_set() and (batch := self._next_batch()):
                 self.send(provider, batch)
@@ -285,35 +287,41 @@ class Sender:
 
     def _lost(self, provider: Provider, batch: Batch) -> None:
         self.doubtful.append(batch)
-        if self._policy(provider) == "author":
+        if provider.settles_unknown == "author" and batch.claim not in self.inherited:
             self.stop.set()
             raise in_doubt(len(batch.rows), provider.name)
 
-    def _policy(self, provider: Provider) -> str:
-        return provider.settles_unknown if self.unknown_policy == "settle" else self.unknown_policy
+    def _policy(self, provider: Provider, batch: Batch) -> str:
+        """How to settle ``batch``: the author's --resend/--skip-unknown applies to the
+        readers in doubt when this run began; answers lost in this run are settled the
+        provider's way (for SES and SMTP: the run stops and the author decides again)."""
+        if self.unknown_policy != "settle" and batch.claim in self.inherited:
+            return self.unknown_policy
+        return provider.settles_unknown
 
     # -- settling lost answers -----------------------------------------------------------
 
     def settle(self, provider: Provider, *, wait: bool) -> None:
         """Settle the unknown batches that can be settled now (``wait``: all of them,
         sleeping until each lookup can be trusted, unless told to stop)."""
-        policy = self._policy(provider)
-        if policy == "author" or not self.doubtful:
-            return
         tries: Counter[str] = Counter()
-        while self.doubtful:
-            batch = self.doubtful[0]
-            delay = (self._ready_at(provider, batch, policy) - self.now()).total_seconds()
-            if delay > 0 and (not wait or self.stop.wait(delay)):
-                return
-            self.doubtful.pop(0)
-            tries[batch.claim] += 1
-            if tries[batch.claim] > SETTLE_TRIES:
-                self.unsettled = (
-                    f"{len(batch.rows)} answer(s) still lost after {SETTLE_TRIES} tries"
-                )
-                continue
-            self._settle_one(provider, batch, policy)
+        waiting = [b for b in self.doubtful if self._policy(provider, b) == "author"]
+        self.doubtful = [b for b in self.doubtful if b not in waiting]
+        try:
+            while self.doubtful:
+                batch = self.doubtful[0]
+                policy = self._policy(provider, batch)
+                delay = (self._ready_at(provider, batch, policy) - self.now()).total_seconds()
+                if delay > 0 and (not wait or self.stop.wait(delay)):
+                    break
+                self.doubtful.pop(0)
+                tries[batch.claim] += 1
+                if tries[batch.claim] > SETTLE_TRIES:
+                    self.unsettled = f"{len(batch.rows)} answer(s) still lost after retries"
+                    continue
+                self._settle_one(provider, batch, policy)
+        finally:
+            self.doubtful += waiting  # for the author: they stay unknown in the ledger
 
     def _ready_at(self, provider: Provider, batch: Batch, policy: str) -> dt.datetime:
         """When a batch may be settled: a lookup waits until no request for it can still

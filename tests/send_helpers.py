@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -87,3 +91,80 @@ def received(inbox: Sequence[Message]) -> list[str]:
 
 def store_for(tmp_path: Path, settings: Settings) -> Store:
     return Store(f"sqlite:///{tmp_path / 'send.db'}", topics=list(settings.topics))
+
+
+NEWSLETTER = [sys.executable, "-m", "pipeline"]
+
+
+def sink_project(
+    project: Path,
+    sink_url: str,
+    db_url: str,
+    provider: str = "postmark",
+    timeout: float = 5,
+    lookup_lag: float = 0.2,
+    **provider_options: object,
+) -> dict[str, str]:
+    """Point the project at the sink and the database; return the environment to run in.
+
+    A lost answer is looked up ``timeout + lookup_lag`` seconds after its request."""
+    cfg = project / "newsletter.toml"
+    options = {"mailgun_domain": "mg.example.com"} if provider == "mailgun" else {}
+    options.update(provider_options)
+    extra = "".join(f"{k} = {_toml(v)}\n" for k, v in options.items())
+    cfg.write_text(
+        cfg.read_text().replace(
+            'name = "outbox"',
+            f'name = "{provider}"\napi_base_url = "{sink_url}"\nmax_retries = 3\n'
+            f"timeout = {timeout}\nlookup_lag = {lookup_lag}\n{extra}",
+        )
+    )
+    return {
+        "PATH": os.environ["PATH"],
+        "NEWSLETTER_CONFIG": str(cfg),
+        "NEWSLETTER_DATABASE_URL": db_url,
+        "NEWSLETTER_SECRET_KEY": "process-test",
+        "POSTMARK_SERVER_TOKEN": "server-token",
+        "MAILGUN_API_KEY": "key-test",
+        "SENDGRID_API_KEY": "SG.test",
+    }
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f'"{value}"' if isinstance(value, str) else str(value)
+
+
+def run_send(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``newsletter send hip-hinge --yes ARGS`` to the end."""
+    return subprocess.run(
+        [*NEWSLETTER, "send", "hip-hinge", "--yes", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def readers(n: int) -> list[str]:
+    """The To fields a sink sees for ``fill(store, n)``."""
+    return sorted(f"Reader {i} <reader{i}@example.com>" for i in range(n))
+
+
+def start_send(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*NEWSLETTER, "send", "hip-hinge", "--yes", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.02)

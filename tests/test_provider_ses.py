@@ -14,7 +14,6 @@ from pipeline.errors import ConfigError, ProviderError
 from pipeline.message import Message
 from pipeline.providers import get_provider
 from pipeline.providers.base import Status
-from pipeline.providers.http import OutcomeUnknown
 from pipeline.providers.retry import RetryPolicy
 from pipeline.providers.ses import SesProvider
 from pipeline.settings import Settings
@@ -245,9 +244,8 @@ def test_503_gives_up_retryable(provider: SesProvider) -> None:
 def test_500_is_an_unknown_outcome_sent_once(provider: SesProvider) -> None:
     responses.post(URL, status=500, json={"message": "Internal Failure"})
 
-    with pytest.raises(OutcomeUnknown):
-        provider.send_batch([make_message(0)])
-
+    (result,) = provider.send_batch([make_message(0)])
+    assert result.status == Status.UNKNOWN  # one API call per message: that one is in doubt
     assert len(responses.calls) == 1
 
 
@@ -255,9 +253,23 @@ def test_500_is_an_unknown_outcome_sent_once(provider: SesProvider) -> None:
 def test_read_timeout_is_not_resent(provider: SesProvider) -> None:
     responses.post(URL, body=requests.ReadTimeout("read timed out"))
 
-    with pytest.raises(OutcomeUnknown):
-        provider.send_batch([make_message(0)])
+    (result,) = provider.send_batch([make_message(0)])
+    assert result.status == Status.UNKNOWN and "answer lost" in result.reason
     assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_a_lost_answer_mid_batch_leaves_only_that_message_in_doubt(
+    provider: SesProvider,
+) -> None:
+    responses.post(URL, json={"MessageId": "ses-0"})
+    responses.post(URL, body=requests.ReadTimeout("read timed out"))
+    responses.post(URL, json={"MessageId": "ses-2"})
+
+    results = provider.send_batch([make_message(i) for i in range(3)])
+
+    assert [r.status for r in results] == [Status.QUEUED, Status.UNKNOWN, Status.FAILED]
+    assert results[2].retryable and len(responses.calls) == 2  # the third never left
 
 
 def test_missing_credentials_say_what_to_set(settings: Settings) -> None:

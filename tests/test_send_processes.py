@@ -4,15 +4,12 @@ on the real PostgreSQL. Every count is taken at the server."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from send_helpers import fill
+from send_helpers import NEWSLETTER, fill, sink_project, start_send, wait_for
 
 from bench.sinks import SinkProcess
 from pipeline.settings import load_settings
@@ -20,58 +17,12 @@ from subscribers.ledger import Ledger
 from subscribers.store import Store
 from subscribers.testing import pg_schema
 
-NEWSLETTER = [sys.executable, "-m", "pipeline"]
-
-
-def postmark_project(
-    project: Path, sink_url: str, db_url: str, provider: str = "postmark", timeout: float = 5
-) -> dict[str, str]:
-    """Point the project at the sink and the database; return the environment to run in.
-
-    The provider's search lag is set to 0.2 s and its timeout to ``timeout``: a lost
-    answer is looked up that long after the request."""
-    cfg = project / "newsletter.toml"
-    extra = 'mailgun_domain = "mg.example.com"\n' if provider == "mailgun" else ""
-    cfg.write_text(
-        cfg.read_text().replace(
-            'name = "outbox"',
-            f'name = "{provider}"\napi_base_url = "{sink_url}"\nmax_retries = 3\n'
-            f"timeout = {timeout}\nlookup_lag = 0.2\n{extra}",
-        )
-    )
-    return {
-        "PATH": os.environ["PATH"],
-        "NEWSLETTER_CONFIG": str(cfg),
-        "NEWSLETTER_DATABASE_URL": db_url,
-        "NEWSLETTER_SECRET_KEY": "process-test",
-        "POSTMARK_SERVER_TOKEN": "server-token",
-        "MAILGUN_API_KEY": "key-test",
-    }
-
-
-def start_send(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*NEWSLETTER, "send", "hip-hinge", "--yes", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for(predicate, timeout: float = 60.0) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.02)
-
 
 def test_kill_9_mid_campaign_then_resume(project: Path, tmp_path: Path) -> None:
     n, batch = 3000, 100
     db = f"sqlite:///{tmp_path / 'kill.db'}"
     with SinkProcess("postmark") as sink:
-        env = postmark_project(project, sink.url, db)
+        env = sink_project(project, sink.url, db)
         with Store(db) as store:
             fill(store, n)
         proc = start_send(env, "--batch-size", str(batch), "--rate", "3000")
@@ -100,7 +51,7 @@ def test_kill_9_mid_campaign_then_resume(project: Path, tmp_path: Path) -> None:
 def test_three_workers_share_one_campaign_on_postgresql(project: Path, pg_url: str) -> None:
     n = 3000
     with pg_schema(pg_url) as db, SinkProcess("postmark") as sink:
-        env = postmark_project(project, sink.url, db)
+        env = sink_project(project, sink.url, db)
         settings = load_settings(project / "newsletter.toml", env=env)
         with Store.from_settings(settings) as store:
             fill(store, n)
@@ -125,7 +76,7 @@ def test_throttled_provider_loses_nothing_and_duplicates_nothing(
     n = 1000
     db = f"sqlite:///{tmp_path / 'throttle.db'}"
     with SinkProcess("postmark", "--throttle-every", "3") as sink:
-        env = postmark_project(project, sink.url, db)
+        env = sink_project(project, sink.url, db)
         with Store(db) as store:
             fill(store, n)
         result = subprocess.run(
@@ -145,7 +96,7 @@ def test_concurrency_two_processes_on_sqlite(project: Path, tmp_path: Path) -> N
     n = 4000
     db = f"sqlite:///{tmp_path / 'two.db'}"
     with SinkProcess("postmark") as sink:
-        env = postmark_project(project, sink.url, db)
+        env = sink_project(project, sink.url, db)
         with Store(db) as store:
             fill(store, n)
         result = subprocess.run(

@@ -152,18 +152,19 @@ def send_in_parts(
     A :class:`ProviderError` before anything was accepted propagates (nothing was
     sent, the caller may retry the whole batch); after that, the rest of the batch
     is reported as ``failed``/retryable instead, so no acceptance is lost. A part
-    whose answer was lost (:class:`OutcomeUnknown`) is reported ``unknown`` once
-    anything went out before it.
+    whose answer was lost (:class:`OutcomeUnknown`) is reported ``unknown`` and the
+    parts after it ``failed``/retryable: only that part is in doubt.
     """
     results: list[SendResult] = []
     for index, part in enumerate(parts):
         try:
             results.extend(send_part(part))
         except ProviderError as exc:
-            if not any(r.accepted or r.status == Status.UNKNOWN for r in results):
+            lost = isinstance(exc, OutcomeUnknown)
+            if not lost and not any(r.accepted or r.status == Status.UNKNOWN for r in results):
                 raise
             rest = parts[index:]
-            if isinstance(exc, OutcomeUnknown):
+            if lost:  # only this part is in doubt; the later ones never left
                 results.extend(unknown(rest[0], exc))
                 rest = rest[1:]
             for later in rest:

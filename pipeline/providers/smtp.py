@@ -8,11 +8,16 @@ One connection is reused for many messages and across batches, and reopened when
 drops. Each message is one MAIL/RCPT/DATA transaction of :func:`pipeline.message.to_bytes`
 (CRLF line endings). A 4xx reply is retried with backoff; a 5xx reply to RCPT or DATA
 fails that recipient only; a 5xx to MAIL FROM (our sender) stops the send.
+
+A connection lost after the message's final ``.`` was sent, before the server's reply,
+leaves that one message in doubt (:class:`OutcomeUnknown`): the server may have taken
+it. It is not sent again; SMTP has no way to ask, so the author decides.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import smtplib
 import ssl
 from collections.abc import Sequence
@@ -22,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 from pipeline.errors import ConfigError, ProviderError
 from pipeline.message import Message, ascii_domain, to_bytes
-from pipeline.providers.base import Provider, SendResult, Status, send_in_parts
+from pipeline.providers.base import OutcomeUnknown, Provider, SendResult, Status, send_in_parts
 from pipeline.providers.retry import RetryPolicy, Sleep, TryAgain, call_with_retry, retry_policy
 from pipeline.settings import Settings
 
@@ -57,6 +62,11 @@ CONNECT_ERRORS: tuple[tuple[type[Exception], str, str], ...] = (
 )
 # Enhanced status codes (RFC 3463) that mean "this address does not exist": suppress it.
 SUPPRESS_CODES = ("5.1.1", "5.1.2", "5.1.3", "5.1.10", "5.2.1")
+LEADING_DOT = re.compile(rb"(?m)^\.")  # RFC 5321 4.5.2 transparency
+
+
+class ReplyLost(Exception):
+    """The whole message went out after DATA, and the connection died before the reply."""
 
 
 @dataclass(frozen=True)
@@ -185,6 +195,15 @@ class SmtpProvider(Provider):
         reused = self._conn is not None
         try:
             reply = self._transaction(self._connection(), sender, m, data)
+        except ReplyLost as exc:
+            self._drop()
+            raise OutcomeUnknown(
+                f"the connection to {self.target.where} was lost after the message was sent",
+                provider=self.name,
+                reason=str(exc.__cause__ or exc),
+                retryable=True,
+                hint="the server may have accepted it",
+            ) from exc
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self._drop()
             if reused:  # an idle connection the server closed: reconnect at once
@@ -208,7 +227,7 @@ class SmtpProvider(Provider):
                 self._reset(conn, code)
                 raise SmtpReply(step, code, text)
         try:
-            code, text = conn.data(data)
+            code, text = _data(conn, data)
         except smtplib.SMTPDataError as exc:  # no 354 go-ahead
             self._reset(conn, exc.smtp_code)
             raise SmtpReply("DATA", exc.smtp_code, exc.smtp_error) from exc
@@ -311,3 +330,20 @@ class SmtpProvider(Provider):
             conn.quit()
         except (smtplib.SMTPException, OSError):
             self._quietly_close(conn)
+
+
+def _data(conn: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:
+    """DATA, as ``smtplib.SMTP.data`` does it, but telling a connection lost while the
+    message was being sent (nothing delivered: OSError) from one lost after its final
+    ``.`` (it may have been delivered: :class:`ReplyLost`). ``data`` has CRLF line ends."""
+    code, reply = conn.docmd("data")
+    if code != 354:
+        raise smtplib.SMTPDataError(code, reply)
+    payload = LEADING_DOT.sub(b"..", data)
+    if not payload.endswith(b"\r\n"):
+        payload += b"\r\n"
+    conn.send(payload + b".\r\n")
+    try:
+        return conn.getreply()
+    except (smtplib.SMTPServerDisconnected, OSError) as exc:
+        raise ReplyLost("no reply after the end of the message") from exc
