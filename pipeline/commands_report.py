@@ -11,7 +11,7 @@ from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
     from subscribers.events import EventLog
-    from subscribers.ledger import Campaign
+    from subscribers.ledger import Campaign, Run
 
 UNFINISHED = ("pending", "inflight", "retry", "unknown")
 
@@ -98,11 +98,15 @@ def report(ctx: click.Context, slug: str, topic: str | None, as_csv: bool) -> No
         if as_csv:
             return _outcomes_csv(EventLog(store), found)
         for campaign, counts in found:
+            runs = ledger.runs(campaign.id)
+            providers = sorted({run.provider for run, _ in runs}) or [campaign.provider]
             click.echo(
                 f"{campaign.slug} ({campaign.topic}): {campaign.subject!r}, via "
-                f"{campaign.provider}, started {campaign.created_at:%Y-%m-%d %H:%M} UTC"
+                f"{', '.join(providers)}, started {campaign.created_at:%Y-%m-%d %H:%M} UTC"
             )
             click.echo(f"  {counts_line(counts)}; total {sum(counts.values())}")
+            _doubt_line(ledger.doubts(campaign.id))
+            _run_lines(runs)
             for email, status, reason in ledger.failures(campaign.id):
                 click.echo(f"  {status:8} {email}  {reason}")
             _event_lines(EventLog(store).counts(campaign.id))
@@ -123,6 +127,27 @@ OUTCOME_COLUMNS = (
     "opened",
     "clicked",
 )
+
+
+def _doubt_line(doubts: dict[str, int]) -> None:
+    """Readers whose provider answer was lost, and how each was settled."""
+    if not doubts:
+        return
+    click.echo(
+        f"  lost answers: {doubts.get('reconciled', 0)} reconciled (the provider had them), "
+        f"{doubts.get('resent', 0)} re-sent, {doubts.get('skipped', 0)} skipped by choice, "
+        f"{doubts.get('unknown', 0)} still in doubt"
+    )
+
+
+def _run_lines(runs: list[tuple[Run, int]]) -> None:
+    """One line per sending process: when, which provider, where, how many it sent."""
+    for run, sent in runs:
+        end = f"{run.finished_at:%H:%M:%S}" if run.finished_at else "did not finish"
+        click.echo(
+            f"  run {run.started_at:%Y-%m-%d %H:%M:%S}-{end} {run.role:6} via {run.provider:9}"
+            f" pid {run.pid} on {run.host}: sent {sent}"
+        )
 
 
 def _event_lines(counts: dict[str, int]) -> None:

@@ -142,3 +142,51 @@ def test_campaigns_and_report(run, store) -> None:
     assert report.exit_code == 0
     assert "sent 5" in report.output and "total 5" in report.output
     assert run("report", "nope").exit_code == 1
+
+
+def test_report_names_the_provider_of_each_run(run, store, project: Path) -> None:
+    fill(store, 6)
+    assert run("send", "hip-hinge", "--yes", "--batch-size", "2", "--rate", "0").exit_code == 0
+    fill(store, 2, start=6)
+    cfg = project / "newsletter.toml"
+    cfg.write_text(cfg.read_text().replace('name = "outbox"', 'name = "smtp"'))
+    # smtp without SMTP_URL: refused before anything is touched
+    refused = run("send", "hip-hinge", "--yes", "--include-new")
+    assert refused.exit_code == 1 and "SMTP_URL" in refused.output
+    cfg.write_text(cfg.read_text().replace('name = "smtp"', 'name = "outbox"'))
+    assert run("send", "hip-hinge", "--yes", "--include-new").exit_code == 0
+    report = run("report", "hip-hinge")
+    runs = [line for line in report.output.splitlines() if line.strip().startswith("run ")]
+    assert len(runs) == 2, report.output  # the refused attempt never became a run
+    assert "via outbox" in runs[0] and "sent 6" in runs[0]
+    assert "via outbox" in runs[1] and "sent 2" in runs[1]
+
+
+def test_no_campaign_is_created_when_the_provider_is_not_ready(run, store, project: Path) -> None:
+    fill(store, 3)
+    cfg = project / "newsletter.toml"
+    cfg.write_text(cfg.read_text().replace('name = "outbox"', 'name = "postmark"'))
+    result = run("send", "hip-hinge", "--yes")
+    assert result.exit_code == 1 and "POSTMARK_SERVER_TOKEN" in result.output
+    listing = run("campaigns")
+    assert "no campaigns yet" in listing.output
+
+
+def test_report_counts_lost_answers_by_how_they_were_settled(run, store, settings) -> None:
+    from subscribers.ledger import Ledger
+
+    fill(store, 4)
+    assert run("send", "hip-hinge", "--yes").exit_code == 0
+    ledger = Ledger(store)
+    with store._write() as conn:  # as a run that reconciled two and re-sent one would leave it
+        from subscribers.schema import deliveries as d
+
+        conn.execute(d.update().where(d.c.subscriber_id.in_([1, 2])).values(doubt="reconciled"))
+        conn.execute(d.update().where(d.c.subscriber_id == 3).values(doubt="resent"))
+        conn.execute(d.update().where(d.c.subscriber_id == 4).values(status="unknown"))
+    assert ledger.doubts(1) == {"reconciled": 2, "resent": 1, "unknown": 1}
+    report = run("report", "hip-hinge")
+    assert (
+        "lost answers: 2 reconciled (the provider had them), 1 re-sent, 0 skipped by choice, "
+        "1 still in doubt" in report.output
+    )
