@@ -25,6 +25,25 @@ DEFAULT_TOPIC = {"update": "updates", "offer": "offers"}
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 DATE_PREFIX_RE = re.compile(r"^\d{4}-\d{2}-\d{2}-")
 REQUIRED = ("title", "date", "kind")
+DELAY_RE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
+UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_delay(value: object) -> dt.timedelta:
+    """``3d`` -> 3 days. Minutes, hours, days or weeks; a whole number."""
+    match = DELAY_RE.match(str(value))
+    if not match or isinstance(value, bool):
+        raise ValueError(f"expected a whole number and a unit (m, h, d, w), e.g. 3d; got {value!r}")
+    amount, unit = match.groups()
+    return dt.timedelta(**{UNITS[unit]: int(amount)})
+
+
+def format_delay(delay: dt.timedelta) -> str:
+    minutes = int(delay.total_seconds() // 60)
+    for unit, size in (("w", 7 * 24 * 60), ("d", 24 * 60), ("h", 60)):
+        if minutes and minutes % size == 0:
+            return f"{minutes // size}{unit}"
+    return f"{minutes}m"
 
 
 @dataclass
@@ -47,6 +66,7 @@ class ContentModule:
     cta_text: str = ""
     cta_url: str = ""
     price: str = ""
+    delay: dt.timedelta | None = None  # sequence steps: time after the reader confirmed
     lines: dict[str, int] = field(default_factory=dict)  # field -> line in the file
 
     def line_of(self, name: str) -> int:
@@ -113,6 +133,7 @@ PROCESSORS: dict[str, Callable[[Any], Any]] = {
     "cta_text": _text,
     "cta_url": _web_url,
     "price": _text,
+    "delay": parse_delay,
 }
 
 
@@ -200,6 +221,7 @@ def load_module(path: Path, settings: Settings) -> ContentModule:
         cta_text=values.get("cta_text", ""),
         cta_url=values.get("cta_url", ""),
         price=values.get("price", ""),
+        delay=values.get("delay"),
         lines=lines,
     )
 
