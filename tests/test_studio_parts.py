@@ -21,7 +21,8 @@ DARK_EMAIL = """<html><head><meta name="color-scheme" content="light dark">
 <style>.a { color: #111 } @media (prefers-color-scheme: dark) { .a { color: #eee } }
 @media screen and (prefers-color-scheme:light) and (max-width: 480px) { .b { color: red } }</style>
 </head><body><picture><source srcset="logo-dark.png" media="(prefers-color-scheme: dark)">
-<img src="logo.png" alt="logo"></picture><p class="a">Dark mode (prefers-color-scheme: dark) in text</p></body></html>"""
+<img src="logo.png" alt="logo"></picture>
+<p class="a">Dark mode (prefers-color-scheme: dark) in text</p></body></html>"""
 
 
 # ---- dark mode -----------------------------------------------------------------------
@@ -33,7 +34,7 @@ def test_dark_variant_applies_the_emails_own_dark_rules_and_drops_light_ones() -
     assert "@media screen and (not (min-width: 0px)) and (max-width: 480px)" in dark
     assert 'media="(min-width: 0px)"' in dark  # <picture><source> swaps for dark too
     assert "(prefers-color-scheme: dark) in text" in dark  # body text is left alone
-    assert "<style data-studio=\"scheme\">:root{color-scheme:dark}</style></head>" in dark
+    assert '<style data-studio="scheme">:root{color-scheme:dark}</style></head>' in dark
 
 
 def test_light_variant_stays_light_on_a_dark_desktop() -> None:
@@ -130,12 +131,23 @@ def test_samples_cover_what_breaks_templates(settings: Settings) -> None:
 
 
 def test_a_real_subscriber_would_receive_only_when_active_and_subscribed() -> None:
-    ann = Reader("subscriber", "Ann", "ann@example.com", "Ann", subscriber_id=4,
-                 status="active", topics=("updates",))
+    ann = Reader(
+        "subscriber",
+        "Ann",
+        "ann@example.com",
+        "Ann",
+        subscriber_id=4,
+        status="active",
+        topics=("updates",),
+    )
     assert ann.would_receive("updates") == (True, "")
     assert "not subscribed" in ann.would_receive("offers")[1]
-    assert "pending" in Reader("subscriber", "B", "b@x.org", subscriber_id=5,
-                               status="pending", topics=("updates",)).would_receive("updates")[1]
+    assert (
+        "pending"
+        in Reader(
+            "subscriber", "B", "b@x.org", subscriber_id=5, status="pending", topics=("updates",)
+        ).would_receive("updates")[1]
+    )
 
 
 def test_render_escapes_a_tricky_name_in_html_and_keeps_it_in_text(settings: Settings) -> None:

@@ -278,7 +278,8 @@ def send_test_view(key: str) -> Any:
 
 def _sent_reply(ok: bool, message: str, status: int) -> Any:
     if request.accept_mimetypes.best == "application/json":
-        return Response(json.dumps({"ok": ok, "message": message}), status, mimetype="application/json")
+        reply = json.dumps({"ok": ok, "message": message})
+        return Response(reply, status, mimetype="application/json")
     key = request.view_args.get("key") if request.view_args else None
     back = url_for("studio.module", key=key, **_reader_args()) if key else ""
     return render_template("sent.html", ok=ok, message=message, back=back), status

@@ -20,6 +20,7 @@ STYLE = re.compile(r"(<style\b[^>]*>)(.*?)(</style\s*>)", re.I | re.S)
 MEDIA_ATTR = re.compile(r"""(\smedia\s*=\s*)(["'])(.*?)\2""", re.I | re.S)
 META = re.compile(r"<meta\b[^>]*>", re.I)
 CSS_SCHEME = re.compile(r"color-scheme\s*:\s*([^;}]*)", re.I)
+SCHEME_METAS = ("color-scheme", "supported-color-schemes")
 ALWAYS = "(min-width: 0px)"
 NEVER = "(not (min-width: 0px))"
 
@@ -36,9 +37,9 @@ def declares_dark(html: str) -> bool:
     for tag in META.findall(html):
         name = re.search(r"""name\s*=\s*["']?([\w-]+)""", tag, re.I)
         content = re.search(r"""content\s*=\s*["']([^"']*)""", tag, re.I)
-        if name and content and name.group(1).lower() in ("color-scheme", "supported-color-schemes"):
-            if "dark" in content.group(1).lower().split():
-                return True
+        named = name is not None and name.group(1).lower() in SCHEME_METAS
+        if named and content is not None and "dark" in content.group(1).lower().split():
+            return True
     styles = " ".join(m.group(2) for m in STYLE.finditer(html))
     return any("dark" in m.group(1).lower().split() for m in CSS_SCHEME.finditer(styles))
 

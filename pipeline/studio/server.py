@@ -78,7 +78,11 @@ def _bind(app: object, host: str, port: int, *, tries: int) -> BaseWSGIServer:
     for candidate in range(port, port + tries):
         try:
             return make_server(
-                host, candidate, app, threaded=True, request_handler=_QuietHandler  # type: ignore[arg-type]
+                host,
+                candidate,
+                app,
+                threaded=True,
+                request_handler=_QuietHandler,  # type: ignore[arg-type]
             )
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
