@@ -80,7 +80,7 @@ def studio_assets(ref: str) -> str:
 
 def render(settings: Settings, entry: Entry, reader: Reader) -> Rendered:
     start = time.perf_counter()
-    result = Rendered(entry, reader, sorted(entry.check(settings, entry.path)))
+    result = Rendered(entry, reader, _problems(settings, entry))
     try:
         module = entry.load(entry.path, settings)
         if reader.topic:
@@ -99,6 +99,17 @@ def render(settings: Settings, entry: Entry, reader: Reader) -> Rendered:
         )
     result.ms = (time.perf_counter() - start) * 1000
     return result
+
+
+def _problems(settings: Settings, entry: Entry) -> list[Problem]:
+    """``newsletter check`` for the entry; a failure to check is shown by the render."""
+    try:
+        return sorted(entry.check(settings, entry.path))
+    except PipelineError:
+        return []
+    except Exception:  # noqa: BLE001 - a bug in a check must not take the studio down
+        log.exception("checking %s failed", entry.path)
+        return []
 
 
 def _fill(result: Rendered, settings: Settings, module: ContentModule) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import socket
 import threading
 import webbrowser
 from collections.abc import Callable
@@ -68,25 +69,34 @@ def start(
     check_bind(host, explicit=explicit_host)
     workspace = Workspace(settings)
     app = create_app(workspace, Guard(host))
-    server = _bind(app, host, port, tries=1 if explicit_port or port == 0 else PORT_TRIES)
+    server = bind_server(app, host, port, tries=1 if explicit_port or port == 0 else PORT_TRIES)
     watcher = Watcher(workspace.watched_dirs(), settings.config_path, workspace.changed)
     watcher.start()
     return Studio(server, workspace, watcher)
 
 
-def _bind(app: object, host: str, port: int, *, tries: int) -> BaseWSGIServer:
+def bind_server(app: object, host: str, port: int, *, tries: int) -> BaseWSGIServer:
+    """A threaded server on ``host``, on ``port`` or (``tries`` > 1) the next free one.
+
+    The socket is bound here: werkzeug's own bind exits the process on a busy port.
+    """
     for candidate in range(port, port + tries):
         try:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            listener = socket.create_server((host, candidate), family=family)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                continue
+            raise ConfigError(f"cannot serve on {host}:{candidate}: {exc.strerror}") from exc
+        with listener:
             return make_server(
                 host,
-                candidate,
-                app,
+                listener.getsockname()[1],
+                app,  # type: ignore[arg-type]
                 threaded=True,
-                request_handler=_QuietHandler,  # type: ignore[arg-type]
+                request_handler=_QuietHandler,
+                fd=listener.fileno(),
             )
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                raise ConfigError(f"cannot serve on {host}:{candidate}: {exc.strerror}") from exc
     last = port + tries - 1
     ports = f"ports {port}-{last} are" if tries > 1 else f"port {port} is"
     raise ConfigError(f"{ports} in use", hint="choose another: newsletter dev --port 8125")
@@ -115,11 +125,12 @@ def serve(
     if open_browser:
         threading.Thread(target=webbrowser.open, args=(studio.url + path,), daemon=True).start()
     try:
-        studio.serve_forever()
+        studio.serve_forever()  # werkzeug's returns on Ctrl-C
     except KeyboardInterrupt:
-        echo("studio: stopped")
+        pass
     finally:
         studio.stop()
+    echo("studio: stopped")
 
 
 def _shown(p: Path, settings: Settings) -> str:
