@@ -118,9 +118,12 @@ def test_module_page_shows_the_email_in_the_frame(page, studio: Studio, artifact
     assert loaded, "the local hero image is served by the studio"
     assert page.locator(".inbox-row .from").inner_text() == "Coach Sam at Hinge Strength"
     assert "16." in page.locator("#clip").inner_text()
-    height = page.evaluate(f"document.querySelector('{FRAME}').getBoundingClientRect().height")
-    content = frame_eval(page, "doc => doc.body.getBoundingClientRect().height")
-    assert abs(height - content) <= 2, "the frame grows to the email: no scrollbar inside"
+    fits = f"""() => {{
+      const frame = document.querySelector('{FRAME}');
+      const body = frame.contentDocument.body.getBoundingClientRect().height;
+      return body > 1000 && Math.abs(frame.getBoundingClientRect().height - body) <= 2;
+    }}"""
+    page.wait_for_function(fits, timeout=5000)  # the frame grows to the email: no inner scroll
     page.screenshot(path=str(artifacts / "studio-module-desktop.png"))
 
 

@@ -81,11 +81,11 @@
 
     current() { return $('iframe.email:not(.loading)', this.box); }
 
+    // The frame the server rendered: it may have loaded before this script ran.
     adopt(frame) {
-      const ready = () => this.prepare(frame);
-      if (frame.contentDocument && frame.contentDocument.readyState === 'complete'
-          && frame.contentDocument.body) ready();
-      else frame.addEventListener('load', ready, { once: true });
+      frame.addEventListener('load', () => this.prepare(frame));
+      const doc = frame.contentDocument;
+      if (doc && doc.readyState === 'complete' && doc.URL !== 'about:blank') this.prepare(frame);
     }
 
     prepare(frame) {
