@@ -147,6 +147,28 @@ def test_phone_makes_the_email_375px_with_no_horizontal_overflow(
     page.screenshot(path=str(artifacts / "studio-module-phone.png"))
 
 
+def test_a_remote_image_that_cannot_load_shows_its_alt_text(
+    page, studio: Studio, settings: Settings
+) -> None:
+    """Offline: local images come from the studio; a remote one falls back to its alt."""
+    (settings.content_dir / "2026-12-02-chart.md").write_text(
+        "---\ntitle: Progress chart\ndate: 2026-12-02\nkind: update\n---\nHi.\n\n"
+        "![Weekly squat volume](http://127.0.0.1:9/chart.png)\n"
+    )
+    open_module(page, studio, "chart")
+    page.wait_for_function(
+        f"() => document.querySelector('{FRAME}').contentDocument"
+        ".querySelector('img[src*=\"chart.png\"]')?.complete"
+    )
+    image = frame_eval(
+        page,
+        """doc => { const img = doc.querySelector('img[src*="chart.png"]');
+                   return {alt: img.alt, loaded: img.naturalWidth > 0,
+                           shown: img.getBoundingClientRect().width > 0}; }""",
+    )
+    assert image == {"alt": "Weekly squat volume", "loaded": False, "shown": True}
+
+
 @pytest.mark.parametrize("path", ["/", "/m/hip-hinge?w=phone"])
 def test_studio_pages_fit_a_phone(browser, studio: Studio, artifacts: Path, path: str) -> None:
     context = browser.new_context(viewport={"width": 375, "height": 800})
