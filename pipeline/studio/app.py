@@ -24,6 +24,7 @@ from flask import (
     url_for,
 )
 from jinja2 import StrictUndefined
+from markupsafe import escape
 
 from pipeline.commands_send import prepare_job, send_test
 from pipeline.errors import PipelineError, ProviderError
@@ -182,7 +183,8 @@ def email(key: str) -> Any:
     reader, _ = _reader()
     rendered = ws().render(_entry(key), reader)
     if rendered.failure is not None:
-        return Response(f"<!doctype html><p>{rendered.failure.where}</p>", 409)
+        where = escape(rendered.failure.where or rendered.failure.message)
+        return Response(f"<!doctype html><p>{where}: see the studio page</p>", 409)
     scheme = request.args.get("scheme", "light")
     html = as_scheme(rendered.html, scheme if scheme in ("light", "dark") else "light")
     return Response(html, mimetype="text/html")
