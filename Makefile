@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 CONTENT ?=
 
-.PHONY: install test lint preview send serve bench demo clean
+.PHONY: install test lint preview send serve dev bench demo clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -30,6 +30,9 @@ send: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/newsletter serve
+
+dev: $(STAMP)
+	$(BIN)/newsletter dev $(CONTENT)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

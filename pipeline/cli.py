@@ -63,9 +63,10 @@ def main() -> None:
 
 
 # Commands are registered by the modules that own them.
-from pipeline import commands_content, commands_report, commands_send  # noqa: E402
+from pipeline import commands_content, commands_dev, commands_report, commands_send  # noqa: E402
 
 commands_content.register(cli)
+commands_dev.register(cli)
 commands_send.register(cli)
 commands_report.register(cli)
 

@@ -44,7 +44,11 @@ class Job:
         return f"newsletter send {self.module.slug} --topic {self.topic}"
 
 
-def _job(settings: Settings, slug: str | None, topic: str | None) -> Job:
+def prepare_job(settings: Settings, slug: str | None, topic: str | None = None) -> Job:
+    """The module to send (the newest without SLUG) checked and compiled for TOPIC.
+
+    Refuses a module with check errors, as every send does.
+    """
     module = load_module(find_module(settings, slug), settings) if slug else newest(settings)
     topic = topic or module.topic
     if topic not in settings.topics:
@@ -124,9 +128,10 @@ def send(
         raise click.UsageError("choose one of --resend-unknown and --skip-unknown")
     policy = "resend" if resend_unknown else "skip" if skip_unknown else "settle"
     settings = get_settings(ctx)
-    job = _job(settings, slug, topic)
+    job = prepare_job(settings, slug, topic)
     if test_to:
-        return _test_send(job, test_to)
+        click.secho(str(send_test(job, test_to)), fg="green")
+        return None
     from subscribers.ledger import Ledger
     from subscribers.store import Store
 
@@ -370,7 +375,31 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def _test_send(job: Job, address: str) -> None:
+@dataclass(frozen=True)
+class TestSent:
+    """What the provider answered to a test send."""
+
+    email: str
+    provider: str
+    message_id: str
+    provider_id: str
+    status: str
+
+    def __str__(self) -> str:
+        return (
+            f"test message sent to {self.email} via {self.provider} "
+            f"(id {self.provider_id or self.message_id}); nothing recorded"
+        )
+
+
+def send_test(job: Job, address: str) -> TestSent:
+    """Mail one sample of the job's email to ADDRESS through the configured provider.
+
+    The subject is marked ``[TEST]``; nothing is recorded (no campaign, no ledger row).
+    ``newsletter send --test-to`` and the studio's Send test button both come here.
+    Raises ``SendError`` when the provider refuses the message, ``ProviderError`` or
+    ``ConfigError`` when it cannot be reached or is not configured.
+    """
     from subscribers.tokens import subscriber_token
     from subscribers.validation import normalise_email
 
@@ -380,16 +409,12 @@ def _test_send(job: Job, address: str) -> None:
         message_id=None,
     )
     msg.subject = f"[TEST] {msg.subject}"
-    msg.message_id = msg.message_id.replace(".test@", f".test-{int(time.time())}@")
+    msg.message_id = msg.message_id.replace(".test@", f".test-{time.time_ns()}@")
     with get_provider(job.settings) as provider:
         (result,) = provider.send_batch([msg])
     if not result.accepted:
         raise SendError(f"test send to {email} was refused: {result.reason or result.status}")
-    click.secho(
-        f"test message sent to {email} via {job.settings.provider} "
-        f"(id {result.provider_id or msg.message_id}); nothing recorded",
-        fg="green",
-    )
+    return TestSent(email, job.settings.provider, msg.message_id, result.provider_id, result.status)
 
 
 def _dry_run(job: Job, store: Store) -> None:

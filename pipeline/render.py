@@ -290,10 +290,18 @@ def topic_reason(settings: Settings, module: ContentModule) -> str:
 
 
 def compile_campaign(
-    module: ContentModule, settings: Settings, *, preview: bool = False
+    module: ContentModule,
+    settings: Settings,
+    *,
+    preview: bool = False,
+    assets: Callable[[str], str] | None = None,
 ) -> Compiled:
-    """Render a content module once: Markdown, Jinja2, MJML and CSS inlining."""
-    resolve = asset_resolver(settings, preview=preview)
+    """Render a content module once: Markdown, Jinja2, MJML and CSS inlining.
+
+    Local images point at the web app's ``/media/`` (a send), at ``file://`` URIs
+    (``preview``), or wherever ``assets`` says (the studio serves them itself).
+    """
+    resolve = assets or asset_resolver(settings, preview=preview)
     body = render_body(module.body, first_line=module.body_line, asset_url=resolve)
     context = {
         "subject": module.subject,

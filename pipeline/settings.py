@@ -59,6 +59,11 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "concurrency": (int, 1),
         "batch_size": (int, 0),
     },
+    "studio": {
+        # `newsletter dev` links each check message to its file and line: a known editor
+        # name (vscode, cursor, sublime, pycharm ...) or a URL with {path} and {line}.
+        "editor": (str, ""),
+    },
     "paths": {
         "content": (str, "content"),
         "templates": (str, "templates"),
@@ -101,6 +106,7 @@ class Settings:
     content_dir: Path
     templates_dir: Path
     var_dir: Path
+    editor: str = ""  # [studio] editor: how `newsletter dev` links to a file and line
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -262,5 +268,6 @@ def _build(
         content_dir=root / paths["content"],
         templates_dir=templates,
         var_dir=var_dir,
+        editor=v["studio"]["editor"],
         env=env,
     )

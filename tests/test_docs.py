@@ -47,6 +47,6 @@ def test_make_targets_in_readme_exist() -> None:
         "make send",
         "make test",
     ]
-    for target in ("demo", "send", "test", "lint", "bench", "preview", "serve"):
+    for target in ("demo", "send", "test", "lint", "bench", "preview", "serve", "dev"):
         assert f"make {target}" in README
         assert f"\n{target}:" in makefile
