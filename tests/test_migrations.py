@@ -165,3 +165,47 @@ def test_workers_starting_together_apply_each_step_once(db_url: str) -> None:
         assert versions(eng) == list(range(1, len(s.MIGRATIONS) + 1))
     finally:
         eng.dispose()
+
+
+OPEN_WHEN_TOLD = """
+import sys, time
+from pathlib import Path
+from subscribers.store import Store
+ready, go, url = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+ready.touch()
+deadline = time.monotonic() + 30
+while not go.exists():
+    if time.monotonic() > deadline:
+        sys.exit("never told to go")
+    time.sleep(0.001)
+Store(url).close()
+"""
+
+
+def test_processes_opening_a_new_sqlite_store_together_all_succeed(tmp_path: Path) -> None:
+    """The first open switches the file to WAL and migrates it: six processes at once."""
+    import subprocess
+    import sys
+    import time
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_WHEN_TOLD, str(tmp_path / f"ready{n}"), str(go), url],
+            stderr=subprocess.PIPE,
+        )
+        for n in range(6)
+    ]
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"ready{n}").exists() for n in range(6)):
+        assert time.monotonic() < deadline, "the processes did not start"
+        time.sleep(0.01)
+    go.touch()
+    errors = [p.communicate(timeout=60)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
+    eng = make_engine(url)
+    try:
+        assert versions(eng) == list(range(1, len(s.MIGRATIONS) + 1))
+    finally:
+        eng.dispose()
