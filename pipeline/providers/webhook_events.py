@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import re
 import time
 from abc import ABC, abstractmethod
@@ -209,11 +210,17 @@ def json_object(body: bytes) -> dict[str, Any]:
 
 
 def check_fresh(timestamp: str | int | float, now: float, window: int) -> None:
-    """Refuse a signed timestamp more than ``window`` seconds from now."""
+    """Refuse a signed timestamp more than ``window`` seconds from now.
+
+    ``float()`` reads "nan", "inf" and "1e999" too: NaN compares false with everything,
+    so it would pass any window. Only a finite number of seconds is a timestamp.
+    """
     try:
         when = float(timestamp)
     except (TypeError, ValueError) as exc:
         raise Malformed("the signature timestamp is not a number") from exc
+    if not math.isfinite(when):
+        raise Malformed(f"the signature timestamp {str(timestamp)[:40]!r} is not a finite number")
     if abs(now - when) > window:
         raise Refused(
             f"the signature timestamp is {abs(now - when):.0f} s off (more than {window} s)",
