@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers import pg_schema
 from sqlalchemy.engine import Connection
 
 from subscribers import schema as s
 from subscribers.db import make_engine
 from subscribers.errors import SchemaError
 from subscribers.store import Store
-from subscribers.testing import pg_schema
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

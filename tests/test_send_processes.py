@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import pg_schema
 from send_helpers import fill
 
 from bench.sinks import SinkProcess
 from pipeline.settings import load_settings
 from subscribers.ledger import Ledger
 from subscribers.store import Store
-from subscribers.testing import pg_schema
 
 NEWSLETTER = [sys.executable, "-m", "pipeline"]
 

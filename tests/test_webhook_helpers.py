@@ -29,13 +29,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import RecordingProvider
 from send_helpers import CONSENT
 
 from pipeline.send import Outcome
 from pipeline.settings import Settings, load_settings
 from subscribers.ledger import Ledger
 from subscribers.store import NewSubscriber, Store
-from subscribers.testing import RecordingProvider
 from subscribers.web import create_app
 
 MAILGUN_KEY = "key-test-mailgun-webhook-signing"

@@ -8,7 +8,6 @@ import base64
 import copy
 import datetime as dt
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 import requests
 import responses
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from helpers import snapshot
 from test_webhook_helpers import (
     CERT_URL,
     POSTMARK_AUTH,
@@ -35,8 +35,6 @@ from test_webhook_helpers import (
     svix_headers,
     webhook_app,
 )
-
-from subscribers.testing import snapshot
 
 EMAILS = ["ann@example.com", "bob@example.com"]
 OTHER_EC_KEY = ec.generate_private_key(ec.SECP256R1())

@@ -9,6 +9,8 @@ where a reader would find it. Any mail client, or ``mailbox.Maildir``, reads it 
 from __future__ import annotations
 
 import mailbox
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +19,27 @@ from pipeline.message import Message, to_bytes
 from pipeline.providers.base import Provider, SendResult, Status, send_in_parts
 from pipeline.providers.retry import Sleep
 from pipeline.settings import Settings
+
+
+def make_maildir(directory: Path) -> None:
+    """Create the Maildir whole or not at all: ``tmp/``, ``new/`` and ``cur/`` are made in
+    a sibling directory that is then renamed into place. ``mailbox.Maildir(create=True)``
+    makes the top directory first, and a mail client (or a test) opening it in between
+    finds no ``cur/``. Safe when several processes create it at once: one rename wins."""
+    if (directory / "cur").is_dir():
+        return
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    try:
+        for sub in ("tmp", "new", "cur"):
+            (staging / sub).mkdir(mode=0o700)
+        try:
+            staging.rename(directory)
+        except OSError:  # it exists: made by another process meanwhile, or an old one
+            for sub in ("tmp", "new", "cur"):  # complete one left half made
+                (directory / sub).mkdir(mode=0o700, exist_ok=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class OutboxProvider(Provider):
@@ -38,8 +61,8 @@ class OutboxProvider(Provider):
     @property
     def maildir(self) -> mailbox.Maildir:
         if self._maildir is None:
-            self.directory.parent.mkdir(parents=True, exist_ok=True)
-            self._maildir = mailbox.Maildir(self.directory, factory=None, create=True)
+            make_maildir(self.directory)
+            self._maildir = mailbox.Maildir(self.directory, factory=None, create=False)
         return self._maildir
 
     def send_batch(self, messages: Sequence[Message]) -> list[SendResult]:
