@@ -44,6 +44,8 @@ class ContentModule:
     url: str = ""
     image: str = ""
     image_alt: str = ""
+    image_width: int = 0  # px, for a remote image (local ones are measured from the file)
+    image_height: int = 0
     cta_text: str = ""
     cta_url: str = ""
     price: str = ""
@@ -99,6 +101,12 @@ def _image(value: Any) -> str:
     return ref
 
 
+def _pixels(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 10_000:
+        raise ValueError(f"expected a whole number of pixels, got {value!r}")
+    return value
+
+
 # field -> processor. The table is the whole front-matter schema.
 PROCESSORS: dict[str, Callable[[Any], Any]] = {
     "title": _text,
@@ -110,6 +118,8 @@ PROCESSORS: dict[str, Callable[[Any], Any]] = {
     "url": _web_url,
     "image": _image,
     "image_alt": _text,
+    "image_width": _pixels,
+    "image_height": _pixels,
     "cta_text": _text,
     "cta_url": _web_url,
     "price": _text,
@@ -197,6 +207,8 @@ def load_module(path: Path, settings: Settings) -> ContentModule:
         url=values.get("url", ""),
         image=values.get("image", ""),
         image_alt=values.get("image_alt", ""),
+        image_width=values.get("image_width", 0),
+        image_height=values.get("image_height", 0),
         cta_text=values.get("cta_text", ""),
         cta_url=values.get("cta_url", ""),
         price=values.get("price", ""),
@@ -231,6 +243,11 @@ def _require(path: Path, values: dict[str, Any], lines: dict[str, int], settings
         raise ContentError(
             str(path), lines["image"], "image_alt: required when image is set (describe the image)"
         )
+    for key, other in (("image_width", "image_height"), ("image_height", "image_width")):
+        if key in values and other not in values:
+            raise ContentError(str(path), lines[key], f"{other}: required when {key} is set")
+    if "image_width" in values and not values.get("image"):
+        raise ContentError(str(path), lines["image_width"], "image_width: there is no image")
     if values["kind"] == "offer":
         for key in ("cta_text", "cta_url"):
             if key not in values:
