@@ -15,7 +15,7 @@ DARK_MEDIA_RE = re.compile(r"@media\s*\(\s*prefers-color-scheme\s*:\s*dark\s*\)"
 SCHEME_META_RE = re.compile(
     r'(<meta\s+name="(?:color-scheme|supported-color-schemes)"\s+content=")[^"]*(")', re.I
 )
-KEPT_STYLE_RE = re.compile(r'<style data-css-inline="keep">(.*?)</style>', re.S)
+STYLE_RE = re.compile(r"<style\b[^>]*>(.*?)</style>", re.S | re.I)
 # How Gmail's and Outlook's apps show an email without a dark mode of their own: colours
 # inverted with their hues kept; images are left as they are.
 FORCED_DARK_CSS = (
@@ -38,9 +38,11 @@ def forced_dark_preview(html: str) -> str:
     return _add_style(SCHEME_META_RE.sub(r"\1light\2", html), FORCED_DARK_CSS)
 
 
-def dark_mode_css(html: str) -> str:
-    """The dark-mode styles the email carries (empty when it has none)."""
-    return "\n".join(block.strip() for block in KEPT_STYLE_RE.findall(html))
+def dark_styles(html: str) -> str:
+    """The dark-mode styles a rendered email carries (empty when it has none); the
+    styles of any email are also :func:`pipeline.render.dark_mode_css`."""
+    blocks = STYLE_RE.findall(html)
+    return "\n".join(b.strip() for b in blocks if "prefers-color-scheme" in b or "data-og" in b)
 
 
 def _add_style(html: str, css: str) -> str:

@@ -65,7 +65,7 @@ class MessageIds:
         if not found or found["domain"].lower() != self.domain.lower():
             return None
         slug, topic, token = found["slug"].lstrip("<"), found["topic"], found["token"]
-        if token.isdigit():  # sent before Message-IDs were opaque
+        if token.isdigit() and len(token) < 20:  # sent before Message-IDs were opaque
             return OurMessageId(slug, topic, int(token), self.domain)
         if not TOKEN_RE.match(token):
             return None
