@@ -124,8 +124,7 @@ def _images(settings: Settings, module: ContentModule, body: Body, html: str) ->
                     f"collapses; {hint}",
                 )
             )
-        style = attrs.get("style", "").lower()
-        if not all(f"{prop}:" in style.replace(" ", "") for prop in ALT_STYLE):
+        if not set(ALT_STYLE) <= _properties(attrs.get("style", "")):
             found.append(
                 Problem(
                     path,
@@ -138,6 +137,11 @@ def _images(settings: Settings, module: ContentModule, body: Body, html: str) ->
     for ref, line in lines.items():
         found += _heavy(settings, path, line, ref)
     return found
+
+
+def _properties(style: str) -> set[str]:
+    """The CSS properties an inline style sets."""
+    return {part.partition(":")[0].strip().lower() for part in style.split(";") if ":" in part}
 
 
 def _ref_of(src: str, lines: dict[str, int]) -> str:
