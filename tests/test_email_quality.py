@@ -337,3 +337,24 @@ def test_date_uses_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_the_confirmation_email_follows_the_same_rules(settings: Settings) -> None:
+    from pipeline.transactional import confirmation_message
+
+    long_url = "https://hingestrength.example.com/confirm/" + "t" * 80
+    msg = confirmation_message(
+        settings,
+        email="ann@example.com",
+        name="Ann",
+        confirm_url=long_url,
+        topics=["updates"],
+        unsubscribe_url="https://hingestrength.example.com/unsubscribe/" + "u" * 40,
+    )
+    doc = parse(msg.html)
+    assert [h.text for h in doc.headings() if h.tag == "h1"] == ["Please confirm your subscription"]
+    assert '<meta name="color-scheme" content="light dark">' in msg.html
+    assert "@media (prefers-color-scheme: dark)" in msg.html
+    assert doc.preheader.startswith("One click to confirm") and len(doc.preheader) >= 150
+    assert text_lines_ok(msg.text) == [] and long_url in msg.text
+    assert "\n-- \n" in msg.text
