@@ -335,7 +335,7 @@ def test_date_uses_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> None:
         assert date_header(1_790_000_000.0) == "Mon, 21 Sep 2026 10:13:20 -0400"
         assert date_header(1_800_000_000.0) == "Fri, 15 Jan 2027 03:00:00 -0500"
     finally:
-        monkeypatch.delenv("TZ")
+        monkeypatch.undo()  # TZ as it was, then the process's zone from it
         time.tzset()
 
 
