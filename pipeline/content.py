@@ -247,7 +247,11 @@ def _require(path: Path, values: dict[str, Any], lines: dict[str, int], settings
         if key in values and other not in values:
             raise ContentError(str(path), lines[key], f"{other}: required when {key} is set")
     if "image_width" in values and not values.get("image"):
-        raise ContentError(str(path), lines["image_width"], "image_width: there is no image")
+        raise ContentError(
+            str(path),
+            lines["image_width"],
+            "image_width: only used with image; add image or remove it",
+        )
     if values["kind"] == "offer":
         for key in ("cta_text", "cta_url"):
             if key not in values:

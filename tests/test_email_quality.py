@@ -358,3 +358,16 @@ def test_the_confirmation_email_follows_the_same_rules(settings: Settings) -> No
     assert doc.preheader.startswith("One click to confirm") and len(doc.preheader) >= 150
     assert text_lines_ok(msg.text) == [] and long_url in msg.text
     assert "\n-- \n" in msg.text
+
+
+def test_image_size_without_an_image_is_an_error(settings: Settings) -> None:
+    from pipeline.errors import ContentError
+
+    path = settings.content_dir / "no-image.md"
+    path.write_text(
+        "---\ntitle: T\ndate: 2026-01-01\nkind: update\nimage_width: 600\nimage_height: 300\n"
+        "---\nBody.\n"
+    )
+    with pytest.raises(ContentError) as err:
+        load_module(path, settings)
+    assert err.value.line == 5 and "only used with image" in str(err.value)
