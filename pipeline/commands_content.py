@@ -8,8 +8,12 @@ from pathlib import Path
 import click
 
 from pipeline.check import check_paths
-from pipeline.content import find_module, load_module, module_paths, newest
+from pipeline.content import format_delay, load_module, module_paths, newest
+from pipeline.errors import PipelineError
 from pipeline.preview import write_preview
+from pipeline.problems import Problem
+from pipeline.sequences import find_any, step_paths
+from pipeline.settings import Settings
 
 
 def register(group: click.Group) -> None:
@@ -24,18 +28,23 @@ def check(ctx: click.Context, slugs: tuple[str, ...]) -> None:
     """Validate content modules and templates.
 
     Prints one line per problem, `path:line: error|warning: message`, and exits 1
-    when there is any error. With no SLUG, checks every module in content/.
+    when there is any error. With no SLUG, checks every module in content/ and every
+    sequence step in content/sequences/ (a step is SEQUENCE/STEP).
 
     \b
     Examples:
       newsletter check
       newsletter check hip-hinge
+      newsletter check welcome/hello
     """
     from pipeline.cli import get_settings
 
     settings = get_settings(ctx)
-    paths = [find_module(settings, s) for s in slugs] or module_paths(settings)
-    problems = sorted(check_paths(settings, paths))
+    paths = [find_any(settings, s) for s in slugs] or [
+        *module_paths(settings),
+        *step_paths(settings),
+    ]
+    problems = sorted(check_paths(settings, paths) + new_step_notes(settings, paths))
     for problem in problems:
         colour = "red" if problem.level == "error" else "yellow"
         click.secho(str(problem), fg=colour)
@@ -73,7 +82,7 @@ def preview(ctx: click.Context, slug: str | None, out: Path | None, open_: bool)
     from subscribers.tokens import subscriber_token
 
     settings = get_settings(ctx)
-    module = load_module(find_module(settings, slug), settings) if slug else newest(settings)
+    module = load_module(find_any(settings, slug), settings) if slug else newest(settings)
     token = subscriber_token(settings.secret_key(), 0)
     files = write_preview(module, settings, out or settings.var_dir / "preview", token=token)
     for path in files.paths:
@@ -85,3 +94,44 @@ def preview(ctx: click.Context, slug: str | None, out: Path | None, open_: bool)
     )
     if open_:
         webbrowser.open(files.paths[0].resolve().as_uri())
+
+
+def new_step_notes(settings: Settings, paths: list[Path]) -> list[Problem]:
+    """A step added to a sequence that has started reaches only the readers who have not
+    yet passed its delay: say so (read from the store when there is one)."""
+    from pipeline.sequences import is_step, load_step
+    from subscribers.automation import Automation
+    from subscribers.store import Store
+
+    steps = [p for p in paths if is_step(settings, p)]
+    if not steps or not _store_exists(settings):
+        return []
+    notes = []
+    with Store.from_settings(settings) as store:
+        automation = Automation(store)
+        for path in steps:
+            try:
+                step = load_step(settings, path)
+            except PipelineError:
+                continue  # check_module reports it
+            started = automation.started(step.sequence)
+            if started is None or automation.step_seen(step.sequence, step.slug):
+                continue
+            notes.append(
+                Problem(
+                    str(path),
+                    step.module.line_of("delay"),
+                    "warning",
+                    f"new step in {step.sequence}, which started "
+                    f"{started:%Y-%m-%d}: readers who confirmed more than "
+                    f"{format_delay(step.delay)} before it is first sent will not get it",
+                )
+            )
+    return notes
+
+
+def _store_exists(settings: Settings) -> bool:
+    url = settings.database_url
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///")).exists()
+    return True

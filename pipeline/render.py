@@ -30,7 +30,7 @@ from pipeline.markdown import Body, is_remote, render_body
 from pipeline.message import Message
 from pipeline.message_ids import CampaignIds, MessageIds
 from pipeline.palette import load_palette
-from pipeline.settings import Settings
+from pipeline.settings import ALL_TOPICS, Settings
 from pipeline.textpart import underline, wrap_text
 
 PERSONAL_FIELDS = (
@@ -387,6 +387,8 @@ def asset_resolver(settings: Settings, *, preview: bool) -> Callable[[str], str]
 
 
 def topic_reason(settings: Settings, module: ContentModule) -> str:
+    if module.topic == ALL_TOPICS:  # a sequence step for every reader
+        return f"You are receiving this email because you signed up at {settings.site_name}."
     topic = settings.topics[module.topic]
     return (
         f"You are receiving this email because you subscribed to {topic.name} "

@@ -32,6 +32,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "postal_address": (str, "123 Example Street, Springfield, USA"),
         "unsubscribe_email": (str, ""),
         "site_url": (str, ""),
+        "timezone": (str, "UTC"),  # IANA name: scheduled times and the sending window
     },
     "store": {"url": (str, "")},
     "provider": {
@@ -58,6 +59,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "rate": ((int, float), 0.0),
         "concurrency": (int, 1),
         "batch_size": (int, 0),
+        "window": (str, ""),  # "07:00-20:00": scheduled sends and sequences only then
     },
     "studio": {
         # `newsletter dev` links each check message to its file and line: a known editor
@@ -74,6 +76,8 @@ DEFAULT_TOPICS = {
     "updates": "Content updates",
     "offers": "Program offers",
 }
+# Not a topic: "every confirmed reader, whatever their topics" (sequence steps without one).
+ALL_TOPICS = "all"
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,8 @@ class Settings:
     templates_dir: Path
     var_dir: Path
     editor: str = ""  # [studio] editor: how `newsletter dev` links to a file and line
+    timezone: str = "UTC"  # [site] timezone
+    send_window: str = ""  # [send] window, in the site's time zone
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -226,8 +232,38 @@ def _topics(raw: Any, where: str) -> dict[str, Topic]:
         unknown = set(spec) - {"name", "description"}
         if unknown:
             raise ConfigError(f"{where}: unknown key topics.{key}.{sorted(unknown)[0]}")
+        if key == ALL_TOPICS:
+            raise ConfigError(
+                f"{where}: [topics.{ALL_TOPICS}] is reserved (it means every reader)",
+                hint="give the topic another key",
+            )
         topics[key] = Topic(key, spec["name"], str(spec.get("description", "")))
     return topics
+
+
+def _timezone(name: str, path: Path | None) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{path}: site.timezone {name!r} is not a time zone",
+            hint='use an IANA name such as "Europe/Berlin" or "America/New_York"',
+        ) from None
+    return name
+
+
+def _window(text: str, path: Path | None) -> str:
+    from pipeline.clock import parse_window
+
+    try:
+        parse_window(text)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{path}: send.window: {exc}", hint='e.g. window = "07:00-20:00"'
+        ) from None
+    return text
 
 
 def _build(
@@ -269,5 +305,7 @@ def _build(
         templates_dir=templates,
         var_dir=var_dir,
         editor=v["studio"]["editor"],
+        timezone=_timezone(site["timezone"], path),
+        send_window=_window(send["window"], path),
         env=env,
     )

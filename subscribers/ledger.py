@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from pipeline.errors import SendError
 from pipeline.processes import host_name, process_alive, start_token
 from subscribers import schema as s
-from subscribers.store import Store, _eligible
+from subscribers.store import Store, eligible_clause
 
 d = s.deliveries
 c = s.campaigns
@@ -122,9 +122,17 @@ class Ledger:
         return [(_campaign(r), counts.get(r.id, {})) for r in rows]
 
     def open_campaign(
-        self, *, slug: str, topic: str, subject: str, content_hash: str, provider: str
+        self,
+        *,
+        slug: str,
+        topic: str,
+        subject: str,
+        content_hash: str,
+        provider: str,
+        snapshot: bool = True,
     ) -> tuple[Campaign, bool]:
-        """The campaign for (slug, topic), created with its audience snapshot if new."""
+        """The campaign for (slug, topic), created with its audience snapshot if new
+        (``snapshot=False``: empty; a sequence step adds readers as they become due)."""
         existing = self.campaign(slug, topic)
         if existing:
             return existing, False
@@ -141,7 +149,8 @@ class Ledger:
         try:
             with self.store._write() as conn:
                 cid = conn.execute(sa.insert(c).values(**values).returning(c.c.id)).scalar_one()
-                _snapshot(conn, cid, topic, now)
+                if snapshot:
+                    _snapshot(conn, cid, topic, now)
         except sa.exc.IntegrityError:  # another worker created it first
             found = self.campaign(slug, topic)
             assert found is not None
@@ -152,7 +161,7 @@ class Ledger:
 
     def audience(self, topic: str) -> int:
         """How many subscribers a new campaign for ``topic`` would snapshot now."""
-        query = sa.select(sa.func.count()).select_from(s.subscribers).where(_eligible(topic))
+        query = sa.select(sa.func.count()).select_from(s.subscribers).where(eligible_clause(topic))
         with self.store._read() as conn:
             return conn.execute(query).scalar_one()
 
@@ -434,7 +443,7 @@ def _snapshot(conn: sa.Connection, campaign_id: int, topic: str, now: dt.datetim
         sa.literal(0),
         sa.literal(""),
         sa.literal(""),
-    ).where(_eligible(topic), ~already)
+    ).where(eligible_clause(topic), ~already)
     cols = [
         "campaign_id",
         "subscriber_id",
@@ -458,7 +467,7 @@ def _claimed(
 ) -> Claimed:
     """The rows of a claim, each checked against the list as it is now."""
     sub = s.subscribers
-    eligible = sa.case((_eligible(topic), 1), else_=0).label("eligible")
+    eligible = sa.case((eligible_clause(topic), 1), else_=0).label("eligible")
     query = (
         sa.select(sub.c.id, sub.c.email, sub.c.name, eligible)
         .join(d, d.c.subscriber_id == sub.c.id)
