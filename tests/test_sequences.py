@@ -247,3 +247,14 @@ def test_a_killed_due_resumes_and_mails_nobody_twice(env, cfg) -> None:
     due(env, T0 + dt.timedelta(minutes=3))
     got = mail(cfg)
     assert len(got) == 3000 and set(got.values()) == {1}
+
+
+def test_serves_mailer_runs_due_by_itself(env, cfg) -> None:
+    """`newsletter serve` needs no cron: its mailer runs `due` every minute."""
+    from subscribers.mailer import run_mailer
+
+    due(env, dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))  # the sequence started
+    readers_at(cfg, dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1), 2)
+    rounds = iter(range(3))
+    run_mailer(cfg, should_stop=lambda: next(rounds, None) is None)
+    assert {s for _, s in mail(cfg)} == {WELCOME} and sum(mail(cfg).values()) == 2
