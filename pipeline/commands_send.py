@@ -19,7 +19,8 @@ from pipeline.check import check_module
 from pipeline.commands_report import UNFINISHED, counts_line
 from pipeline.content import ContentModule, find_module, load_module, newest
 from pipeline.errors import ConfigError, ProviderError, SendError
-from pipeline.providers import get_provider, provider_class
+from pipeline.guard import live_links_warning, require_live_links
+from pipeline.providers import check_provider, get_provider, provider_class
 from pipeline.render import Compiled, Recipient, compile_campaign
 from pipeline.send import RateLimiter, Sender, Tally, abort_message
 from pipeline.settings import Settings
@@ -114,6 +115,10 @@ def send(
     from pipeline.cli import get_settings
 
     settings = get_settings(ctx)
+    if test_to:  # one sample to yourself: localhost links are only worth a warning
+        _warn(live_links_warning(settings))
+    else:  # readers' links must work (exit 2), --dry-run included: it checks what a send would
+        require_live_links(settings, what="newsletter send")
     job = _job(settings, slug, topic)
     if test_to:
         return _test_send(job, test_to)
@@ -122,6 +127,7 @@ def send(
 
     with Store.from_settings(settings) as store:
         if dry_run:
+            click.echo(f"provider {settings.provider}: {check_provider(settings)}")
             return _dry_run(job, store)
         if worker and store.dialect != "postgresql":
             raise ConfigError(
@@ -353,6 +359,11 @@ def _summary(job: Job, tally: Tally, counts: dict[str, int], elapsed: float) -> 
     click.echo(f"campaign total: {counts_line(counts)}; left to send: {left}")
     for reason, n in tally.reasons.most_common(5):
         click.echo(f"  {n} x {reason}")
+
+
+def _warn(message: str | None) -> None:
+    if message:
+        click.secho(f"warning: {message}", fg="yellow", err=True)
 
 
 def _duration(seconds: float) -> str:

@@ -26,7 +26,7 @@ from markupsafe import Markup
 from pipeline.content import ContentModule
 from pipeline.errors import TemplateError
 from pipeline.markdown import Body, is_remote, render_body
-from pipeline.message import Message
+from pipeline.message import Message, list_unsubscribe
 from pipeline.settings import Settings
 
 PERSONAL_FIELDS = (
@@ -218,9 +218,8 @@ class Compiled:
         text_fields.update(links)
         html_fields = {k: html_escape(v) for k, v in text_fields.items()}
         headers = dict(self.static_headers)
-        headers["List-Unsubscribe"] = (
-            f"<{links['unsubscribe_url']}>, <mailto:{s.unsubscribe_email}"
-            f"?subject=unsubscribe%20{recipient.token}>"
+        headers["List-Unsubscribe"] = list_unsubscribe(
+            links["unsubscribe_url"], s.unsubscribe_email, recipient.token
         )
         module = self.module
         mid = message_id or f"<{module.slug}.{module.topic}.{recipient.id}@{s.site_domain}>"

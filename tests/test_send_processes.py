@@ -36,6 +36,7 @@ def postmark_project(project: Path, sink_url: str, db_url: str) -> dict[str, str
         "NEWSLETTER_CONFIG": str(cfg),
         "NEWSLETTER_DATABASE_URL": db_url,
         "NEWSLETTER_SECRET_KEY": "process-test",
+        "NEWSLETTER_BASE_URL": "https://news.hingestrength.example.com",  # pipeline.guard
         "POSTMARK_SERVER_TOKEN": "server-token",
     }
 
