@@ -17,9 +17,10 @@ import click
 
 from pipeline.check import check_module
 from pipeline.commands_report import UNFINISHED, counts_line
-from pipeline.content import ContentModule, find_module, load_module, newest
+from pipeline.content import ContentModule, find_module, load_module, newest, refuse_draft
 from pipeline.errors import ConfigError, ProviderError, SendError
 from pipeline.guard import live_links_warning, require_live_links
+from pipeline.guidance import nobody_to_send
 from pipeline.providers import check_provider, get_provider, provider_class
 from pipeline.render import Compiled, Recipient, compile_campaign
 from pipeline.send import RateLimiter, Sender, Tally, abort_message
@@ -122,6 +123,7 @@ def send(
     job = _job(settings, slug, topic)
     if test_to:
         return _test_send(job, test_to)
+    refuse_draft(job.module)  # named explicitly (the newest is never a draft)
     from subscribers.ledger import Ledger
     from subscribers.store import Store
 
@@ -166,12 +168,7 @@ def _open(
     if campaign is None:
         audience = ledger.audience(job.topic)
         if audience == 0:
-            raise SendError(
-                f"nobody to send to: no confirmed subscribers of {job.topic!r}",
-                hint="readers sign up through `newsletter serve` (/subscribe); to add one "
-                "yourself: newsletter subscribers add EMAIL --confirmed --consent-source "
-                "'...'; `make demo` shows the whole flow",
-            )
+            raise nobody_to_send(job.settings, module.slug, job.topic)
         _confirm(job, audience, "", yes)
         campaign, _ = ledger.open_campaign(
             slug=module.slug,
