@@ -48,6 +48,7 @@ from subscribers import pages
 from subscribers.confirmation import ConfirmationSender, Links
 from subscribers.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
 from subscribers.forms import DEFAULT_FORM, FORMS, form_context, safe_next, site_origin
+from subscribers.inbound import bp as inbound_bp
 from subscribers.ratelimit import RateLimiter
 from subscribers.store import Consent, Store
 from subscribers.tokens import TokenError, read_confirm_token, read_subscriber_token
@@ -109,6 +110,7 @@ def create_app(
     app.register_blueprint(bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(webhooks_bp)  # POST /webhooks/<provider>
+    app.register_blueprint(inbound_bp)  # POST /inbound/<provider>: mailto unsubscribes
     _register_error_handlers(app)
     app.after_request(_headers)
     return app
