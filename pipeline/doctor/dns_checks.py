@@ -109,7 +109,7 @@ def dkim(doctor: Doctor) -> Finding:
     if not selectors:
         return warning(
             "DKIM",
-            f"cannot check: {settings.provider} gives each domain its own selector; set "
+            f"cannot check: {settings.provider} has no fixed DKIM selector; set "
             f'[provider] dkim_selectors = "..." to the selector(s) shown in {where}',
         )
     found, problems = [], []
