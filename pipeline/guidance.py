@@ -16,16 +16,18 @@ from pipeline.settings import Settings
 
 
 def command_name() -> str:
-    """How to type ``newsletter`` here: the name when it is on PATH (or unknown), else the
-    path of the script that runs now (``.venv/bin/newsletter``, relative when it can be)."""
-    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    """How to type ``newsletter`` here: the name when it is on PATH, else the path of the
+    venv's script (``.venv/bin/newsletter``, relative to the current folder if inside it).
+    """
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    script = argv0 if argv0.name == "newsletter" else Path(sys.executable).parent / "newsletter"
     found = shutil.which("newsletter")
-    if script.name != "newsletter" or (found and Path(found).resolve() == script.resolve()):
+    if not script.is_file() or (found and Path(found).resolve() == script.resolve()):
         return "newsletter"
     try:
-        return str(script.resolve().relative_to(Path.cwd().resolve()))
+        return str(script.absolute().relative_to(Path.cwd()))
     except ValueError:
-        return str(script.resolve())
+        return str(script.absolute())
 
 
 def under_make() -> bool:
