@@ -19,7 +19,7 @@ NEWER = "2026-12-01"
 
 @pytest.fixture
 def run(project: Path, test_env: dict[str, str]):
-    def invoke(*args: str, **env: str):
+    def invoke(*args: str, **env: str | None):
         full = {**test_env, "NEWSLETTER_CONFIG": str(project / "newsletter.toml"), **env}
         return CliRunner().invoke(cli, list(args), env=full, catch_exceptions=False)
 
@@ -200,7 +200,7 @@ def test_preview_of_a_clean_module_exits_0(run) -> None:
 
 
 def test_first_send_explains_how_to_add_yourself_then_that_works(run, settings: Settings) -> None:
-    first = run("send")
+    first = run("send", MAKELEVEL=None)  # as typed in a shell, not under `make test`
     assert first.exit_code == 1
     out = first.output
     assert "nobody to send to yet: no confirmed subscribers of 'updates' (Content updates)" in out
