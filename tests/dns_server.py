@@ -9,6 +9,7 @@ with no answer. ``servfail`` names answer SERVFAIL (a broken upstream).
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
 from dnslib import QTYPE, RCODE, RR, DNSLabel, DNSRecord
@@ -47,11 +48,13 @@ def dns_server(zone: str, servfail: tuple[str, ...] = ()) -> Iterator[tuple[str,
     """``("127.0.0.1:PORT", resolver)`` while the server runs."""
     resolver = ZoneResolver(zone, servfail)
     quiet = DNSLogger("-recv,-send,-request,-reply,-truncated,-error,-data")
-    server = DNSServer(resolver, address="127.0.0.1", port=0, logger=quiet)
-    server.start_thread()
+    server = DNSServer(resolver, address="127.0.0.1", port=0, logger=quiet).server
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
+    thread.start()
     try:
-        host, port = server.server.server_address
+        host, port = server.server_address
         yield f"{host}:{port}", resolver
     finally:
-        server.stop()
-        server.server.server_close()
+        server.shutdown()
+        server.server_close()
+        thread.join()

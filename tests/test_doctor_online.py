@@ -235,7 +235,7 @@ def web(tmp_path: Path) -> Iterator[str]:
     settings = load_settings(write_config(app_dir), env={"NEWSLETTER_SECRET_KEY": SECRET})
     app = create_app(settings, provider=RecordingProvider())
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"
@@ -285,7 +285,7 @@ def test_one_click_redirect_is_an_error(tmp_path: Path) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
     thread.start()
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}"
@@ -293,6 +293,7 @@ def test_one_click_redirect_is_an_error(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+        thread.join()
     assert found["one-click unsubscribe"].startswith(
         f"error: POST {base}/unsubscribe/<token> redirects (HTTP 301 to https://www.example.com"
     )
