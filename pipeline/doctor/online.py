@@ -30,9 +30,8 @@ from pipeline.settings import Settings
 CHECK = "credentials"
 
 
-def verify(provider: Provider, settings: Settings, http: requests.Session) -> Finding:
-    """Ask the provider whether it accepts these credentials (``http`` is unused by the
-    HTTP providers, which use their own authenticated session)."""
+def verify(provider: Provider, settings: Settings) -> Finding:
+    """Ask the provider whether it accepts these credentials (through its own session)."""
     checker = VERIFIERS.get(provider.name)
     if checker is None:
         return ok(CHECK, f"{provider.name}: nothing to ask online")

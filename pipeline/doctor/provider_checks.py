@@ -39,7 +39,7 @@ def credentials(doctor: Doctor) -> Finding:
     from pipeline.doctor.online import verify
 
     with get_provider(s) as provider:
-        return verify(provider, s, doctor.http)
+        return verify(provider, s)
 
 
 def webhooks(doctor: Doctor) -> Finding:
