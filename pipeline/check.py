@@ -51,8 +51,9 @@ def check_module(settings: Settings, path: Path) -> list[Problem]:
     try:
         module = load_module(path, settings)
         compiled = compile_campaign(module, settings)
-    except LocatedError as exc:
-        return [Problem(exc.path, exc.line or 0, "error", exc.detail)]
+    except LocatedError as exc:  # ContentErrors: every front-matter problem of the file
+        found = getattr(exc, "errors", None) or [exc]
+        return [Problem(e.path, e.line or 0, "error", e.detail) for e in found]
     problems = _sequence(settings, module) + _front_matter(settings, module)
     problems += _body(settings, module, compiled.body.refs)
     problems += _size(module, compiled.html_size)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from pipeline.check import check_paths
-from pipeline.content import format_delay, load_module, module_paths, newest
+from pipeline.content import format_delay, load_module, module_paths, peek, pick_newest
 from pipeline.errors import PipelineError
 from pipeline.preview import write_preview
 from pipeline.problems import Problem
@@ -45,15 +45,23 @@ def check(ctx: click.Context, slugs: tuple[str, ...]) -> None:
         *step_paths(settings),
     ]
     problems = sorted(check_paths(settings, paths) + new_step_notes(settings, paths))
-    for problem in problems:
-        colour = "red" if problem.level == "error" else "yellow"
-        click.secho(str(problem), fg=colour)
-    errors = sum(p.level == "error" for p in problems)
+    errors = _show(problems)
+    drafts = [path for path in paths if peek(path)[0]]
+    for path in drafts:
+        click.secho(f"{path}: draft (draft: true): checked, never sent", fg="cyan")
     warnings = len(problems) - errors
-    summary = f"checked {len(paths)} module(s): {errors} error(s), {warnings} warning(s)"
+    note = f" ({len(drafts)} draft(s))" if drafts else ""
+    summary = f"checked {len(paths)} module(s){note}: {errors} error(s), {warnings} warning(s)"
     click.secho(summary, fg="red" if errors else "green", err=True)
     if errors:
         ctx.exit(1)
+
+
+def _show(problems: list[Problem]) -> int:
+    """Print problems, one per line; the number of errors among them."""
+    for problem in problems:
+        click.secho(str(problem), fg="red" if problem.level == "error" else "yellow")
+    return sum(p.level == "error" for p in problems)
 
 
 @click.command()
@@ -71,7 +79,9 @@ def preview(ctx: click.Context, slug: str | None, out: Path | None, open_: bool)
 
     The .eml is the full message (both parts, every header, CRLF line ends) that any
     mail client opens. In the .html, local images point at files under content/ so
-    the page shows offline. With no SLUG, previews the newest content module.
+    the page shows offline. With no SLUG, previews the newest content module that is
+    not a draft (name a draft to preview it). Problems `newsletter check` finds are
+    printed too, and exit status 1 when there is an error (the files are written).
 
     \b
     Examples:
@@ -82,18 +92,29 @@ def preview(ctx: click.Context, slug: str | None, out: Path | None, open_: bool)
     from subscribers.tokens import subscriber_token
 
     settings = get_settings(ctx)
-    module = load_module(find_any(settings, slug), settings) if slug else newest(settings)
+    if slug:
+        module = load_module(find_any(settings, slug), settings)
+    else:
+        found = pick_newest(settings)
+        module = found.module
+        for path in found.broken:
+            click.secho(f"skipped {path}: it has errors (older; newsletter check)", fg="yellow")
     token = subscriber_token(settings.secret_key(), 0)
     files = write_preview(module, settings, out or settings.var_dir / "preview", token=token)
     for path in files.paths:
         click.echo(f"wrote {path}")
+    errors = _show(sorted(check_paths(settings, [module.path])))
+    draft = " (draft: never sent)" if module.draft else ""
     click.secho(
-        f"{module.slug}: {module.kind} to '{settings.topics[module.topic].name}', "
+        f"{module.slug}{draft}: {module.kind} to '{settings.topics[module.topic].name}', "
         f"subject {module.subject!r}, HTML {files.html_size / 1024:.1f} KB",
-        fg="green",
+        fg="red" if errors else "green",
     )
     if open_:
         webbrowser.open(files.paths[0].resolve().as_uri())
+    if errors:
+        click.secho(f"{errors} error(s): fix them before sending", fg="red", err=True)
+        ctx.exit(1)
 
 
 def new_step_notes(settings: Settings, paths: list[Path]) -> list[Problem]:

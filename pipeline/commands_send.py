@@ -14,9 +14,11 @@ import click
 
 from pipeline.check import check_module
 from pipeline.commands_report import UNFINISHED, counts_line
-from pipeline.content import ContentModule, find_module, load_module, newest
+from pipeline.content import ContentModule, find_module, load_module, newest, refuse_draft
 from pipeline.errors import ConfigError, SendError
-from pipeline.providers import get_provider, provider_class
+from pipeline.guard import live_links_warning, require_live_links
+from pipeline.guidance import nobody_to_send
+from pipeline.providers import check_provider, get_provider, provider_class
 from pipeline.render import Compiled, Recipient, compile_campaign
 from pipeline.send import InDoubt, RateLimiter, Sender, Tally, abort_message
 from pipeline.send_run import RunResult, run_child, run_main
@@ -148,17 +150,23 @@ def send(
     settings = get_settings(ctx)
     if unschedule:
         return _unschedule(settings, slug, topic)
+    if test_to:  # one sample to yourself: localhost links are only worth a warning
+        _warn(live_links_warning(settings))
+    else:  # readers' links must work (exit 2), --dry-run included: it checks what a send would
+        require_live_links(settings, what="newsletter send")
     job = prepare_job(settings, slug, topic)
-    if at_text:
-        return _schedule(job, at_text)
     if test_to:
         click.secho(str(send_test(job, test_to)), fg="green")
         return None
+    refuse_draft(job.module)  # named explicitly (the newest is never a draft)
+    if at_text:
+        return _schedule(job, at_text)
     from subscribers.ledger import Ledger
     from subscribers.store import Store
 
     with Store.from_settings(settings) as store:
         if dry_run:
+            click.echo(f"provider {settings.provider}: {check_provider(settings)}")
             return _dry_run(job, store)
         if worker and store.dialect != "postgresql":
             raise ConfigError(
@@ -291,12 +299,7 @@ def _open(
     if campaign is None:
         audience = ledger.audience(job.topic)
         if audience == 0:
-            raise SendError(
-                f"nobody to send to: no confirmed subscribers of {job.topic!r}",
-                hint="readers sign up through `newsletter serve` (/subscribe); to add one "
-                "yourself: newsletter subscribers add EMAIL --confirmed --consent-source "
-                "'...'; `make demo` shows the whole flow",
-            )
+            raise nobody_to_send(job.settings, module.slug, job.topic)
         _confirm(job, audience, "", yes)
         campaign, _ = ledger.open_campaign(
             slug=module.slug,
@@ -434,6 +437,11 @@ def _summary(
     )
     for reason, n in tally.reasons.most_common(5):
         click.echo(f"  {n} x {reason}")
+
+
+def _warn(message: str | None) -> None:
+    if message:
+        click.secho(f"warning: {message}", fg="yellow", err=True)
 
 
 def _duration(seconds: float) -> str:

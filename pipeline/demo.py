@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import click
 
 from pipeline.cli import cli
+from pipeline.guidance import command_name
 from pipeline.settings import PACKAGE_ROOT, load_settings
 
 READERS = [
@@ -86,7 +87,7 @@ def main() -> None:
         "   (the confirmation emails and the article; readers of offers only got no article)\n"
         f"   Open one in any mail client:  xdg-open {next((outbox / 'new').iterdir())}\n"
         f"   Or read the folder as a mailbox:  mutt -f {outbox}\n"
-        f"   Campaign report:  newsletter --config {config} report hip-hinge"
+        f"   Campaign report:  {command_name()} --config {config} report hip-hinge"
     )
 
 

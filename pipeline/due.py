@@ -19,6 +19,7 @@ from pipeline.clock import in_window, local_text, next_opening
 from pipeline.commands_send import Job, check_and_compile, make_sender
 from pipeline.content import find_module, load_module
 from pipeline.errors import PipelineError
+from pipeline.guard import require_live_links
 from pipeline.providers import get_provider
 from pipeline.send import heartbeat
 from pipeline.send_run import HEARTBEAT_SECONDS
@@ -82,7 +83,13 @@ def run_due(
         )
         return report
     if not dry_run:
-        get_provider(settings).close()  # credentials and settings first, as send does
+        try:  # readers' links must work, and the provider be ready, as for send
+            require_live_links(settings, what="newsletter due")
+            get_provider(settings).close()
+        except PipelineError as exc:
+            report.problems.append(exc.message)
+            echo(f"error: {exc}")
+            return report
     for schedule in automation.due_schedules(now):
         _guarded(
             report,

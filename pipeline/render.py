@@ -27,7 +27,7 @@ from pipeline.content import ContentModule
 from pipeline.errors import TemplateError
 from pipeline.images import Size, image_size
 from pipeline.markdown import Body, is_remote, render_body
-from pipeline.message import Message
+from pipeline.message import Message, list_unsubscribe
 from pipeline.message_ids import CampaignIds, MessageIds
 from pipeline.palette import load_palette
 from pipeline.settings import ALL_TOPICS, Settings
@@ -300,9 +300,8 @@ class Compiled:
         text_fields.update(links)
         html_fields = {k: html_escape(v) for k, v in text_fields.items()}
         headers = dict(self.static_headers)
-        headers["List-Unsubscribe"] = (
-            f"<{links['unsubscribe_url']}>, <mailto:{s.unsubscribe_email}"
-            f"?subject=unsubscribe%20{recipient.token}>"
+        headers["List-Unsubscribe"] = list_unsubscribe(
+            links["unsubscribe_url"], s.unsubscribe_email, recipient.token
         )
         mid = message_id or self.message_ids.make(recipient.id)
         return Message(
