@@ -86,6 +86,7 @@ class Automation:
         select = sa.select(sa.literal(name), sub.c.id, sa.literal(now, s.UTCDateTime)).where(
             eligible_clause(topic), ~already
         )
+        self.store.refresh_statistics()
         with self.store._write() as conn:
             if conn.execute(sa.select(seq.c.name).where(seq.c.name == name)).first() is None:
                 raise NotFound(f"sequence {name!r} has not started", hint="run: newsletter due")
@@ -108,6 +109,7 @@ class Automation:
         select = self._due_select(campaign_id, sequence, topic, delay, first_seen, now)
         cols = ["campaign_id", "subscriber_id", "status", "added_at", "attempts", "provider_id"]
         cols.append("reason")
+        self.store.refresh_statistics()
         with self.store._write() as conn:
             # RETURNING, not rowcount: PostgreSQL reports -1 for ON CONFLICT DO NOTHING here.
             insert = _insert_select(conn, d, cols, select).returning(d.c.subscriber_id)

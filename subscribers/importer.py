@@ -69,6 +69,8 @@ class Importer:
                 batch = []
         if batch:
             self._add(batch, summary)
+        if summary.added and not self.dry_run:
+            self.store.refresh_statistics()  # PostgreSQL plans the next send on them
         return summary
 
     def _parsed(self) -> Iterator[object]:

@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from pipeline.errors import SendError
 from pipeline.processes import host_name, process_alive, start_token
 from subscribers import schema as s
-from subscribers.store import Store, eligible_clause
+from subscribers.store import AUDIENCE_TABLES, Store, eligible_clause
 
 d = s.deliveries
 c = s.campaigns
@@ -146,11 +146,13 @@ class Ledger:
             created_at=now,
             updated_at=now,
         )
+        if snapshot:
+            self.store.refresh_statistics()
         try:
             with self.store._write() as conn:
                 cid = conn.execute(sa.insert(c).values(**values).returning(c.c.id)).scalar_one()
                 if snapshot:
-                    _snapshot(conn, cid, topic, now)
+                    _snapshot(conn, cid, topic, now, new=True)
         except sa.exc.IntegrityError:  # another worker created it first
             found = self.campaign(slug, topic)
             assert found is not None
@@ -162,13 +164,15 @@ class Ledger:
     def audience(self, topic: str) -> int:
         """How many subscribers a new campaign for ``topic`` would snapshot now."""
         query = sa.select(sa.func.count()).select_from(s.subscribers).where(eligible_clause(topic))
+        self.store.refresh_statistics()
         with self.store._read() as conn:
             return conn.execute(query).scalar_one()
 
     def snapshot(self, campaign: Campaign) -> int:
         """Add subscribers who became eligible since; returns how many were added."""
+        self.store.refresh_statistics((*AUDIENCE_TABLES, "deliveries"))
         with self.store._write() as conn:
-            return _snapshot(conn, campaign.id, campaign.topic, self.store._now())
+            return _snapshot(conn, campaign.id, campaign.topic, self.store._now(), new=False)
 
     # ---- runs ------------------------------------------------------------------------
 
@@ -432,9 +436,23 @@ def _driver_time(conn: sa.Connection, when: dt.datetime) -> object:
     return naive.strftime("%Y-%m-%d %H:%M:%S.%f") if conn.dialect.name == "sqlite" else naive
 
 
-def _snapshot(conn: sa.Connection, campaign_id: int, topic: str, now: dt.datetime) -> int:
+def _snapshot(
+    conn: sa.Connection, campaign_id: int, topic: str, now: dt.datetime, *, new: bool
+) -> int:
+    statement = snapshot_statement(campaign_id, topic, now, new=new)
+    # SQLAlchemy keeps an INSERT's row count only when asked (it said -1 on PostgreSQL).
+    return conn.execute(statement, execution_options={"preserve_rowcount": True}).rowcount
+
+
+def snapshot_statement(campaign_id: int, topic: str, now: dt.datetime, *, new: bool) -> sa.Insert:
+    """The INSERT ... SELECT that queues every reader eligible for ``topic``.
+
+    A campaign created in the same transaction (``new``) has no rows yet, so the query
+    leaves out the check against rows already queued: PostgreSQL would otherwise probe
+    the index the statement itself is filling, row by row (quadratic when its
+    statistics call the table empty).
+    """
     sub = s.subscribers
-    already = sa.exists().where(d.c.campaign_id == campaign_id, d.c.subscriber_id == sub.c.id)
     select = sa.select(
         sa.literal(campaign_id),
         sub.c.id,
@@ -443,7 +461,11 @@ def _snapshot(conn: sa.Connection, campaign_id: int, topic: str, now: dt.datetim
         sa.literal(0),
         sa.literal(""),
         sa.literal(""),
-    ).where(eligible_clause(topic), ~already)
+    ).where(eligible_clause(topic))
+    if not new:
+        select = select.where(
+            ~sa.exists().where(d.c.campaign_id == campaign_id, d.c.subscriber_id == sub.c.id)
+        )
     cols = [
         "campaign_id",
         "subscriber_id",
@@ -453,8 +475,7 @@ def _snapshot(conn: sa.Connection, campaign_id: int, topic: str, now: dt.datetim
         "provider_id",
         "reason",
     ]
-    result = conn.execute(sa.insert(d).from_select(cols, select))
-    return result.rowcount or 0
+    return sa.insert(d).from_select(cols, select)
 
 
 def _claimed(

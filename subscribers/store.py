@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 
 from pipeline.settings import ALL_TOPICS, Settings
 from subscribers import schema as s
-from subscribers.db import make_engine, normalise_url, writer
+from subscribers.db import make_engine, normalise_url, refresh_statistics, writer
 from subscribers.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
 from subscribers.validation import clean_name, email_hash, email_key, normalise_email
 
@@ -38,6 +38,7 @@ CLAIM_LEASE = dt.timedelta(minutes=2)  # a mailer batch must finish within this
 CONFIRMATION_ATTEMPTS = 8
 RETRY_BASE = dt.timedelta(seconds=30)  # 30 s, 1 min, 2 min ... capped at RETRY_MAX
 RETRY_MAX = dt.timedelta(hours=1)
+AUDIENCE_TABLES = ("subscribers", "subscriber_topics", "suppressions")  # eligible_clause
 Clock = Callable[[], dt.datetime]
 
 
@@ -183,6 +184,15 @@ class Store:
             yield conn
 
     # ---- reading ------------------------------------------------------------------
+
+    def refresh_statistics(self, tables: Sequence[str] = AUDIENCE_TABLES) -> list[str]:
+        """On PostgreSQL, ANALYZE those of ``tables`` whose planner statistics are stale
+        (after a bulk import, or with autovacuum behind or off) before a query over the
+        whole list; returns their names. A no-op on SQLite."""
+        if self.dialect != "postgresql":
+            return []
+        with self._write() as conn:
+            return refresh_statistics(conn, tables)
 
     def ping(self) -> None:
         """Raise DatabaseUnavailable unless the database answers."""
