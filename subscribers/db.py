@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,29 +138,37 @@ def _locked(exc: sqlite3.OperationalError) -> bool:
 # PostgreSQL's planner trusts the statistics ANALYZE leaves behind. A table never
 # analyzed has none: the planner guesses that ``topic = 'updates'`` keeps 0.5% of the rows
 # and picks nested loops that take minutes for 100k readers (right after a bulk import,
-# before autovacuum's next round, or with autovacuum off). Stale here: never analyzed
-# (``reltuples`` -1, which does not depend on the statistics collector having caught up),
-# or more than a tenth of the table changed since (autovacuum's default threshold).
-_STALE = sa.text("""
-SELECT c.relname
+# before autovacuum's next round, or with autovacuum off). A new campaign's 100k queued
+# rows are as bad: its id is unknown to the statistics, so each claim scans the whole
+# queue. Stale here: never analyzed (``reltuples`` -1), or more than a tenth of the
+# table changed since (autovacuum's default threshold). The statistics system hears of
+# changes a second or so late, so a caller that just wrote passes what it ``added``.
+_CHANGES = sa.text("""
+SELECT c.relname, c.reltuples, COALESCE(t.n_mod_since_analyze, 0)
 FROM pg_class c LEFT JOIN pg_stat_user_tables t ON t.relid = c.oid
 WHERE c.oid = ANY(CAST(:tables AS regclass[]))
-  AND (c.reltuples < 0 OR COALESCE(t.n_mod_since_analyze, 0) > 0.1 * c.reltuples)
 ORDER BY c.relname
 """)
 
 
-def refresh_statistics(conn: sa.Connection, tables: Sequence[str]) -> list[str]:
+def refresh_statistics(
+    conn: sa.Connection, tables: Sequence[str], added: Mapping[str, int] | None = None
+) -> list[str]:
     """ANALYZE those of ``tables`` whose planner statistics are stale (PostgreSQL; a
     no-op on SQLite). Returns the tables analyzed.
 
-    ANALYZE reads a fixed-size sample (about a second for millions of rows) and does
-    not block reads or writes. A role that does not own a table gets a warning from
-    the server instead, and the query runs as before.
+    ANALYZE reads a fixed-size sample (well under a second for millions of rows) and
+    does not block reads or writes. A role that does not own a table gets a warning
+    from the server instead, and the queries run as before.
     """
     if conn.dialect.name != "postgresql":
         return []
-    stale = list(conn.execute(_STALE, {"tables": list(tables)}).scalars())
+    added = added or {}
+    stale = [
+        name
+        for name, rows, changed in conn.execute(_CHANGES, {"tables": list(tables)})
+        if rows < 0 or changed + added.get(name, 0) > 0.1 * rows
+    ]
     for name in stale:
         conn.exec_driver_sql(f'ANALYZE "{name}"')  # names come from pg_class, not input
     return stale

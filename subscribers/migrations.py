@@ -329,6 +329,39 @@ def _006_sequences_and_schedules(conn: Connection) -> None:
         md.tables[name].create(conn)
 
 
+# ---- 7 ------------------------------------------------------------------------------
+
+
+def _007_queue_indexes(conn: Connection) -> None:
+    """partial indexes for the send queue: pending rows, and rows held under a claim"""
+    md = sa.MetaData()
+    deliveries = sa.Table(
+        "deliveries",
+        md,
+        sa.Column("campaign_id", sa.Integer),
+        sa.Column("subscriber_id", sa.Integer),
+        sa.Column("status", sa.String(12)),
+        sa.Column("claim", sa.String(36)),
+    )
+    pending = sa.text("status = 'pending'")
+    held = sa.text("status IN ('inflight', 'unknown')")
+    sa.Index(
+        "ix_deliveries_pending",
+        deliveries.c.campaign_id,
+        deliveries.c.subscriber_id,
+        postgresql_where=pending,
+        sqlite_where=pending,
+    ).create(conn)
+    sa.Index(
+        "ix_deliveries_held",
+        deliveries.c.campaign_id,
+        deliveries.c.claim,
+        postgresql_where=held,
+        sqlite_where=held,
+    ).create(conn)
+    conn.execute(sa.text("DROP INDEX ix_deliveries_claim"))
+
+
 MIGRATIONS: list[Migration] = [
     _001_initial,
     _002_send_ledger,
@@ -336,4 +369,5 @@ MIGRATIONS: list[Migration] = [
     _004_delivery_events,
     _005_send_runs,
     _006_sequences_and_schedules,
+    _007_queue_indexes,
 ]

@@ -171,7 +171,22 @@ deliveries = sa.Table(
     # how a lost answer was settled: reconciled | resent | skipped
     sa.Column("doubt", sa.String(12), nullable=False, server_default=""),
     sa.Index("ix_deliveries_queue", "campaign_id", "status", "subscriber_id"),
-    sa.Index("ix_deliveries_claim", "claim"),
+    # Partial: only the rows a send looks for, so claims stay fast as the queue empties
+    # (the ledger spells these statuses out literally, to match the predicates).
+    sa.Index(
+        "ix_deliveries_pending",
+        "campaign_id",
+        "subscriber_id",
+        postgresql_where=sa.text("status = 'pending'"),
+        sqlite_where=sa.text("status = 'pending'"),
+    ),
+    sa.Index(
+        "ix_deliveries_held",
+        "campaign_id",
+        "claim",
+        postgresql_where=sa.text("status IN ('inflight', 'unknown')"),
+        sqlite_where=sa.text("status IN ('inflight', 'unknown')"),
+    ),
 )
 
 # Every process that sent a campaign: who, with which provider, alive until when.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -185,14 +185,17 @@ class Store:
 
     # ---- reading ------------------------------------------------------------------
 
-    def refresh_statistics(self, tables: Sequence[str] = AUDIENCE_TABLES) -> list[str]:
+    def refresh_statistics(
+        self, tables: Sequence[str] = AUDIENCE_TABLES, added: Mapping[str, int] | None = None
+    ) -> list[str]:
         """On PostgreSQL, ANALYZE those of ``tables`` whose planner statistics are stale
         (after a bulk import, or with autovacuum behind or off) before a query over the
-        whole list; returns their names. A no-op on SQLite."""
+        whole list; ``added``: rows this process just wrote. Returns the tables analyzed;
+        a no-op on SQLite."""
         if self.dialect != "postgresql":
             return []
         with self._write() as conn:
-            return refresh_statistics(conn, tables)
+            return refresh_statistics(conn, tables, added)
 
     def ping(self) -> None:
         """Raise DatabaseUnavailable unless the database answers."""

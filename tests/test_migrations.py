@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -80,7 +81,7 @@ def describe(engine: sa.Engine) -> dict[str, object]:
             for fk in inspector.get_foreign_keys(name)
         )
         indexes = sorted(
-            (ix["name"], tuple(ix["column_names"]), bool(ix["unique"]))
+            (ix["name"], tuple(ix["column_names"]), bool(ix["unique"]), _predicate(ix))
             for ix in inspector.get_indexes(name)
             if not ix.get("duplicates_constraint")
         )
@@ -100,6 +101,13 @@ def describe(engine: sa.Engine) -> dict[str, object]:
             "autoincrement": _sqlite_autoincrement(engine, name),
         }
     return found
+
+
+def _predicate(index: dict[str, Any]) -> str:
+    """A partial index's WHERE, as the database spells it."""
+    options = index.get("dialect_options") or {}
+    where = options.get("postgresql_where", options.get("sqlite_where", ""))
+    return " ".join(str(where).split())
 
 
 def _default(value: object) -> object:
@@ -263,6 +271,7 @@ def test_workers_starting_together_apply_each_step_once(db_url: str) -> None:
 OPEN_WHEN_TOLD = """
 import sys, time
 from pathlib import Path
+from typing import Any
 from subscribers.store import Store
 ready, go, url = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 ready.touch()
