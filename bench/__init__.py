@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,12 @@ class Row:
     unit: str
     target: str = ""  # e.g. ">= 10000" or "<= 2"
     note: str = ""
+    load: float = field(default_factory=lambda: os.getloadavg()[0])  # when measured
+
+    @property
+    def full_note(self) -> str:
+        """The note with the machine's 1-minute load average when the row was made."""
+        return f"{self.note}; load {self.load:.1f}" if self.note else f"load {self.load:.1f}"
 
     @property
     def verdict(self) -> str:

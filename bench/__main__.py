@@ -32,7 +32,8 @@ def main(argv: list[str]) -> int:
 def print_table(rows: list[Row]) -> None:
     header = ("area", "metric", "value", "unit", "target", "", "note")
     table = [header] + [
-        (r.area, r.metric, f"{r.value:,.2f}", r.unit, r.target, r.verdict, r.note) for r in rows
+        (r.area, r.metric, f"{r.value:,.2f}", r.unit, r.target, r.verdict, r.full_note)
+        for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for i, row in enumerate(table):

@@ -1,7 +1,8 @@
 """Signups per second through the real web app under gunicorn, with latency and loss.
 
-`newsletter serve` (2 workers x threads, the default SQLite store and outbox provider)
-runs on 127.0.0.1 in a throwaway project; this process is the client: a few threads,
+`newsletter serve` (2 workers x threads, the outbox provider) runs on 127.0.0.1 in a
+throwaway project, once on SQLite and once on PostgreSQL (a fresh schema on the real
+server, dropped afterwards); this process is the client: a few threads,
 each on one keep-alive connection, send a bounded number of form signups (and stop
 early after MAX_SECONDS). Afterwards the store is counted: every 200 must be a row.
 The confirmation emails are sent by serve's low-priority mailer process from the
@@ -21,7 +22,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from bench import Row
+from bench import Row, postgres
 from pipeline.settings import load_settings
 from subscribers.store import Store
 from tests.helpers import free_port, running_server, set_base_url
@@ -36,6 +37,14 @@ DRAIN_SECONDS = 90.0
 
 
 def run() -> list[Row]:
+    rows = _measure("SQLite", None)
+    if not postgres.reachable():
+        return [*rows, Row("signup", "signups/s, PostgreSQL", 0, "req/s", "", "not reachable")]
+    with postgres.fresh_schema() as url:
+        return rows + _measure("PostgreSQL", url)
+
+
+def _measure(db: str, url: str | None) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="bench-signup-") as tmp:
         project = _project(Path(tmp))
         port = free_port()
@@ -45,6 +54,7 @@ def run() -> list[Row]:
             "PATH": os.environ.get("PATH", ""),
             "NEWSLETTER_SECRET_KEY": "bench",
             "NEWSLETTER_SIGNUP_RATE_LIMIT": "0",  # one client IP sends everything
+            **({"NEWSLETTER_DATABASE_URL": url} if url else {}),
         }
         log = project / "serve.log"
         settings = load_settings(config, env=env)
@@ -61,7 +71,7 @@ def run() -> list[Row]:
             drained = _drain(store, time.monotonic() + DRAIN_SECONDS)
             stored = store.count() - 200
         mailed = _mailed(settings.outbox_dir) - 200
-    return _rows(result, stored) + _mail_rows(result, queued, drained, mailed)
+    return _rows(db, result, stored) + _mail_rows(db, result, queued, drained, mailed)
 
 
 def _project(root: Path) -> Path:
@@ -176,33 +186,28 @@ def _mailed(outbox: Path) -> int:
     return sum(1 for sub in ("new", "cur") for _ in (outbox / sub).iterdir())
 
 
-def _mail_rows(result: _Result, queued: int, drained: float, mailed: int) -> list[Row]:
+def _mail_rows(db: str, result: _Result, queued: int, drained: float, mailed: int) -> list[Row]:
     return [
-        Row("signup", "confirmations queued at end of load", queued, "emails", "",
+        Row("signup", f"confirmations queued at end of load, {db}", queued, "emails", "",
             "sent by the mailer process (nice 19) from spare CPU"),
-        Row("signup", "queue drained after the load", drained, "s", "",
+        Row("signup", f"queue drained after the load, {db}", drained, "s", "",
             "outbox: MIME + Maildir write ~4 ms/email"),
-        Row("signup", "signups without a confirmation email", result.ok - mailed, "emails",
-            "<= 0"),
+        Row("signup", f"signups without a confirmation email, {db}", result.ok - mailed,
+            "emails", "<= 0"),
     ]  # fmt: skip
 
 
-def _rows(result: _Result, stored: int) -> list[Row]:
+def _rows(db: str, result: _Result, stored: int) -> list[Row]:
     lat = sorted(result.latencies)
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-    note = f"{len(lat)} POST /subscribe, {WORKERS} workers x {SERVER_THREADS} threads, SQLite"
+    note = f"{len(lat)} POST /subscribe, {WORKERS} workers x {SERVER_THREADS} threads"
     errors = sum(n for status, n in result.statuses.items() if status != 200)
     return [
-        Row("signup", "signups/s", result.ok / result.elapsed, "req/s", ">= 500", note),
-        Row(
-            "signup",
-            "latency p50",
-            statistics.median(lat),
-            "ms",
-            "",
-            "signup stored + email queued",
-        ),
-        Row("signup", "latency p99", p99, "ms", ""),
-        Row("signup", "lost signups (200 without a row)", result.ok - stored, "rows", "<= 0"),
-        Row("signup", "non-200 answers", errors, "req", "<= 0", str(result.statuses)),
-    ]
+        Row("signup", f"signups/s, {db}", result.ok / result.elapsed, "req/s", ">= 500", note),
+        Row("signup", f"latency p50, {db}", statistics.median(lat), "ms", "",
+            "signup stored + email queued"),
+        Row("signup", f"latency p99, {db}", p99, "ms", ""),
+        Row("signup", f"lost signups (200 without a row), {db}", result.ok - stored, "rows",
+            "<= 0"),
+        Row("signup", f"non-200 answers, {db}", errors, "req", "<= 0", str(result.statuses)),
+    ]  # fmt: skip
