@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from pipeline.settings import ALL_TOPICS, Settings
@@ -721,6 +722,11 @@ _SUPPRESSION = sa.select(s.suppressions.c.reason).where(
     s.suppressions.c.email_hash == sa.bindparam("digest")
 )
 _INSERT_SUBSCRIBER = s.subscribers.insert()
+_INSERT_UNLESS_PRESENT = (
+    postgresql.insert(s.subscribers)
+    .on_conflict_do_nothing(index_elements=["email_hash"])
+    .returning(s.subscribers.c.id)
+)
 _UPDATE_SUBSCRIBER = s.subscribers.update().where(s.subscribers.c.id == sa.bindparam("_sid"))
 _DELETE_TOPICS = s.subscriber_topics.delete().where(
     s.subscriber_topics.c.subscriber_id == sa.bindparam("sid")
@@ -849,8 +855,9 @@ def _insert_subscriber(
 ) -> tuple[int, bool]:
     """Insert a new row, or find the one a concurrent transaction just inserted.
 
-    Returns ``(id, created)``. The savepoint keeps a PostgreSQL transaction usable
-    after a unique-key conflict.
+    Returns ``(id, created)``. PostgreSQL: ``ON CONFLICT DO NOTHING`` waits for a
+    concurrent signup of the same address and then yields to it, in one statement (a
+    savepoint around a plain INSERT cost two more round trips on every signup).
     """
     digest = email_hash(email)
     values = {
@@ -861,15 +868,16 @@ def _insert_subscriber(
         "created_at": now,
         "updated_at": now,
     }
+    query = sa.select(s.subscribers.c.id).where(s.subscribers.c.email_hash == digest)
+    if conn.dialect.name == "postgresql":
+        sid = conn.execute(_INSERT_UNLESS_PRESENT, values).scalar_one_or_none()
+        return (sid, True) if sid is not None else (conn.execute(query).scalar_one(), False)
     # SQLite: BEGIN IMMEDIATE already excludes every other writer, so no conflict can
-    # happen and the savepoint would be two wasted statements on the hottest path.
-    nested = nullcontext() if conn.dialect.name == "sqlite" else conn.begin_nested()
+    # happen here.
     try:
-        with nested:
-            result = conn.execute(_INSERT_SUBSCRIBER, values)
+        result = conn.execute(_INSERT_SUBSCRIBER, values)
         return result.inserted_primary_key[0], True
     except sa.exc.IntegrityError:
-        query = sa.select(s.subscribers.c.id).where(s.subscribers.c.email_hash == digest)
         return conn.execute(query).scalar_one(), False
 
 
