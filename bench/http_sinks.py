@@ -10,9 +10,13 @@ shows them, keeping what they accepted so a lookup can be answered. With
 - ``504``: a gateway timeout answer;
 - ``hang``: no answer for ``hang`` seconds, longer than the client waits.
 
-``search_lag`` delays when an accepted message shows up in a lookup. ``GET
-/_received`` reports ``{"total", "requests", "faults", "lookups", "to": {addr: times}}``.
-Only ever binds 127.0.0.1.
+``search_lag`` delays when an accepted message shows up in a lookup. ``latency`` (seconds)
+is how long the API takes before answering each send request, like a real provider's
+round trip; each connection has its own thread, so concurrent requests wait together.
+``count_only`` still parses every batch and answers each recipient as documented (its
+own ``To``, a fresh ``MessageID``) but keeps only counts, for benchmarks of any size (no
+lookups then). ``GET /_received`` reports ``{"total", "requests", "faults", "lookups",
+"to": {addr: times}}``. Only ever binds 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import orjson
 
 SUBMITTED = "2026-11-23T12:00:00.0000000Z"
 FAULTS = ("reset", "504", "hang")
@@ -75,8 +81,10 @@ class SinkServer(ThreadingHTTPServer):
         throttle_every: int = 0,
         faults: Faults | None = None,
         search_lag: float = 0.0,
+        latency: float = 0.0,
     ) -> None:
         super().__init__(("127.0.0.1", 0), handler)
+        self.latency = latency
         self.lock = threading.Lock()
         self.count_only = count_only
         self.throttle_every = throttle_every
@@ -96,6 +104,11 @@ class SinkServer(ThreadingHTTPServer):
             if not self.count_only:
                 self.accepted.extend(items)
 
+    def count(self, to: list[str]) -> None:
+        with self.lock:
+            self.total += len(to)
+            self.to.update(to)
+
     def visible(self) -> list[Accepted]:
         """What a lookup sees now (the provider's search lags behind)."""
         cutoff = time.time() - self.search_lag
@@ -103,15 +116,19 @@ class SinkServer(ThreadingHTTPServer):
             self.lookups += 1
             return [a for a in self.accepted if a.at <= cutoff]
 
-    def report(self) -> dict[str, Any]:
+    def report(self, with_to: bool = True) -> dict[str, Any]:
+        """Counts; ``to`` (every address and how often) unless ``with_to`` is false,
+        then only how many addresses and the most any one got."""
         with self.lock:
-            return {
+            found = {
                 "total": self.total,
                 "requests": self.requests,
                 "faults": self.faults.done,
                 "lookups": self.lookups,
-                "to": dict(self.to),
+                "distinct": len(self.to),
+                "most_to_one": max(self.to.values(), default=0),
             }
+            return {**found, "to": dict(self.to)} if with_to else found
 
 
 class SinkHandler(BaseHTTPRequestHandler):
@@ -122,7 +139,7 @@ class SinkHandler(BaseHTTPRequestHandler):
         pass
 
     def reply(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
-        raw = json.dumps(data).encode()
+        raw = orjson.dumps(data)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(raw)))
@@ -135,7 +152,9 @@ class SinkHandler(BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length", 0)))
 
     def count_request(self) -> tuple[bool, bool]:
-        """(throttled, fault due) for this send request."""
+        """(throttled, fault due) for this send request, after the API's latency."""
+        if self.server.latency:
+            time.sleep(self.server.latency)
         with self.server.lock:
             self.server.requests += 1
             n = self.server.requests
@@ -167,7 +186,7 @@ class PostmarkHandler(SinkHandler):
     def do_GET(self) -> None:  # noqa: N802
         path = urlsplit(self.path).path
         if path == "/_received":
-            return self.reply(200, self.server.report())
+            return self.reply(200, self.server.report("counts" not in self.query()))
         if path == "/messages/outbound":
             return self.search()
         return self.reply(404, {"ErrorCode": 404, "Message": "not found"})
@@ -185,12 +204,11 @@ class PostmarkHandler(SinkHandler):
             return self.reply(
                 429, {"ErrorCode": 429, "Message": "Rate limit exceeded"}, {"Retry-After": "0"}
             )
+        batch = orjson.loads(body)
         if self.server.count_only:
-            n = body.count(b'"MessageStream":')
-            with self.server.lock:
-                self.server.total += n
-            return self.reply(200, [_postmark_ok("recipient@example.com")] * n)
-        batch = json.loads(body)
+            items = [_postmark_item(m) for m in batch]
+            self.server.count([m["To"] for m in batch])
+            return self.reply(200, items)
         now = time.time()
         items = [_postmark_item(m) for m in batch]
         self.server.keep(
@@ -276,7 +294,7 @@ class MailgunHandler(SinkHandler):
     def do_GET(self) -> None:  # noqa: N802
         path = urlsplit(self.path).path
         if path == "/_received":
-            return self.reply(200, self.server.report())
+            return self.reply(200, self.server.report("counts" not in self.query()))
         if path.startswith("/v3/") and "/events" in path:
             return self.events(path)
         return self.reply(404, {"message": "not found"})
@@ -372,7 +390,7 @@ class SendGridHandler(SinkHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         if urlsplit(self.path).path == "/_received":
-            return self.reply(200, self.server.report())
+            return self.reply(200, self.server.report("counts" not in self.query()))
         return self.reply(404, {"errors": [{"message": "not found"}]})
 
     def do_POST(self) -> None:  # noqa: N802
