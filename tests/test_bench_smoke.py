@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from bench.bench_send import postmark, smtp
+from bench.bench_send import smtp, sqlite_list, sqlite_postmark
 
 
 def test_send_bench_helpers_run() -> None:
-    whole, loop, rss = postmark(300, processes=2)
-    assert whole > 0 and loop > 0 and rss > 0
-    pipeline_rate, bare_rate = smtp(30)
-    assert pipeline_rate > 0 and bare_rate > 0
+    with sqlite_list(300) as template:
+        sent = sqlite_postmark(template, 300, latency_ms=20)
+    assert sent.rate > 0 and sent.loop_rate > 0 and sent.rss_mb > 0 and sent.sink_cpu > 0
+    loop, bare, whole = smtp(30, 2)
+    assert loop > 0 and bare > 0 and whole > 0
