@@ -14,8 +14,8 @@ sink runs in its own process and its CPU time is noted, to show it was not the l
   sending the same bytes, in alternating rounds.
 
 Sizes are chosen so the whole of ``make bench`` stays within about 15 minutes on 2
-cores: the lists are filled through ``Store.add_many`` once (a bulk import, as a user
-would) and copied for each row.
+cores; each list is written once straight into the store's tables (bench/lists.py) and
+copied for each row.
 """
 
 from __future__ import annotations
@@ -29,23 +29,18 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from bench import Row, postgres
+from bench.lists import postgres_copy, postgres_list, sqlite_copy, sqlite_list
 from bench.sinks import SinkProcess
 from pipeline.content import find_module, load_module
 from pipeline.message import to_bytes
 from pipeline.render import Recipient, compile_campaign
 from pipeline.settings import load_settings
-from subscribers.store import Consent, NewSubscriber, Store
 
 REPO = Path(__file__).resolve().parent.parent
-CONSENT = Consent(kind="import", source="benchmark", wording="benchmark readers")
 N = 100_000
 SMALL = 10_000
 BIG = 1_000_000
@@ -56,7 +51,6 @@ SECRETS = {
     "NEWSLETTER_SECRET_KEY": "bench",
     "NEWSLETTER_BASE_URL": "https://news.example.com",  # a real send needs https links
 }
-COPIED = ("subscribers", "subscriber_topics", "consents", "events", "suppressions")
 
 
 @dataclass(frozen=True)
@@ -89,18 +83,6 @@ def project(provider_lines: str) -> Path:
     cfg = (REPO / "newsletter.toml").read_text().replace('name = "outbox"', provider_lines)
     (root / "newsletter.toml").write_text(cfg)
     return root
-
-
-def fill(root: Path, n: int, env: dict[str, str], chunk: int = 5000) -> None:
-    """``n`` confirmed readers of "updates", added the way an import adds them."""
-    settings = load_settings(root / "newsletter.toml", env=env)
-    with Store.from_settings(settings) as store:
-        for start in range(0, n, chunk):
-            rows = [
-                NewSubscriber(f"reader{i}@example.com", f"Reader {i}", ("updates",))
-                for i in range(start, min(n, start + chunk))
-            ]
-            store.add_many(rows, confirmed=True, consent=CONSENT)
 
 
 def timed_send(root: Path, env: dict[str, str], *extra: str) -> tuple[float, float, str]:
@@ -166,58 +148,6 @@ def _watch_peak(pid: int, peak: list[float]) -> None:
 def loop_seconds(out: str) -> float:
     found = re.search(r"suppressed \d+, in ([\d.]+)(s| min)", out)
     return float(found.group(1)) * (60 if found and found.group(2) == " min" else 1) if found else 0
-
-
-# ---- lists to send to ------------------------------------------------------------------
-
-
-@contextmanager
-def sqlite_list(n: int) -> Iterator[Path]:
-    """A SQLite file holding ``n`` readers, filled once; copy it for each send."""
-    root = project('name = "outbox"')
-    db = root / "template.db"
-    fill(root, n, {**SECRETS, "NEWSLETTER_DATABASE_URL": f"sqlite:///{db}"})
-    try:
-        yield db
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def sqlite_copy(template: Path, root: Path) -> str:
-    for suffix in ("", "-wal", "-shm"):
-        if Path(f"{template}{suffix}").exists():
-            shutil.copy(f"{template}{suffix}", root / f"list.db{suffix}")
-    return f"sqlite:///{root / 'list.db'}"
-
-
-@contextmanager
-def postgres_list(n: int) -> Iterator[str]:
-    """A PostgreSQL schema holding ``n`` readers, filled once through the store."""
-    with postgres.fresh_schema() as url:
-        root = project('name = "outbox"')
-        fill(root, n, {**SECRETS, "NEWSLETTER_DATABASE_URL": url})
-        shutil.rmtree(root, ignore_errors=True)
-        yield url
-
-
-@contextmanager
-def postgres_copy(template_url: str) -> Iterator[str]:
-    """A fresh schema (migrated by the store) with the template's readers copied in: as
-    after a bulk import, the planner has no statistics on them yet."""
-    source = sa.engine.make_url(template_url).query["options"].partition("=")[2]
-    with postgres.fresh_schema() as url:
-        Store(url).close()
-        engine = sa.create_engine(url)
-        with engine.begin() as conn:
-            for table in COPIED:
-                conn.exec_driver_sql(f'INSERT INTO {table} SELECT * FROM "{source}".{table}')
-            for table in ("subscribers", "consents", "events"):
-                conn.exec_driver_sql(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                    f"(SELECT max(id) FROM {table}))"
-                )
-        engine.dispose()
-        yield url
 
 
 # ---- the rows ------------------------------------------------------------------------
@@ -344,7 +274,7 @@ def smtp(per_round: int, rounds: int) -> tuple[float, float, float]:
         assert sink.received()["total"] == 2 * rounds * per_round
     shutil.rmtree(root, ignore_errors=True)
     n = rounds * per_round
-    return n / project_loop, n / bare, n / whole
+    return n / max(project_loop, 1e-9), n / bare, n / whole
 
 
 def _same_bytes(settings: object, n: int) -> list[tuple[str, bytes]]:
