@@ -20,9 +20,10 @@ from pipeline.guard import live_links_warning, require_live_links
 from pipeline.guidance import nobody_to_send
 from pipeline.providers import check_provider, get_provider, provider_class
 from pipeline.render import Compiled, Recipient, compile_campaign
-from pipeline.send import InDoubt, RateLimiter, Sender, Tally, abort_message
+from pipeline.send import InDoubt, RateLimiter, Sender, Tally, abort_message, in_doubt
 from pipeline.send_run import RunResult, run_child, run_main
 from pipeline.settings import Settings
+from pipeline.window import Window
 
 if TYPE_CHECKING:  # the CLI wires the store in; imported lazily at run time
     from subscribers.ledger import Campaign, Ledger
@@ -246,8 +247,9 @@ def _outcome(
     job: Job, result: RunResult, counts: dict[str, int], unsettled: str, worker: bool
 ) -> None:
     """Exit 0 only when everyone is done; otherwise say why and what to run next."""
-    if isinstance(result.error, InDoubt):
-        raise SendError(result.error.message, hint=_in_doubt_hint(job, result.error.hint))
+    if isinstance(result.error, InDoubt):  # the count from the ledger: every lane's
+        exact = in_doubt(counts.get("unknown", 0), job.settings.provider)
+        raise SendError(exact.message, hint=_in_doubt_hint(job, exact.hint))
     if result.error is not None:
         raise abort_message(result.error, job.resume_command)  # type: ignore[arg-type]
     if result.stopped:
@@ -375,6 +377,7 @@ def make_sender(
         token_for=functools.partial(subscriber_token, settings.secret_key()),
         batch_size=size,
         limiter=RateLimiter(settings.send_rate if rate is None else rate),
+        window=Window(settings.send_in_flight or provider_class(settings.provider).max_in_flight),
         run_id=run_id,
         lease=LEASE,
         unknown_policy=policy,

@@ -52,6 +52,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         # is looked up (-1: the provider's own default: Postmark 30, Mailgun 60).
         "lookup_lag": ((int, float), -1),
         "sendgrid_email_logs": (bool, False),  # the account has SendGrid's Email Logs API
+        # Requests a second the provider allows (0: its documented default: Resend 2).
+        "requests_per_second": ((int, float), 0),
         # Mail to site.unsubscribe_email reaches POST /inbound/<this provider>; only then
         # does List-Unsubscribe advertise a mailto (see subscribers/inbound.py).
         "inbound": (str, ""),
@@ -69,6 +71,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "concurrency": (int, 1),
         "batch_size": (int, 0),
         "window": (str, ""),  # "07:00-20:00": scheduled sends and sequences only then
+        "in_flight": (int, 0),  # batches in flight per process (0: the provider's limit)
     },
     "studio": {
         # `newsletter dev` links each check message to its file and line: a known editor
@@ -123,6 +126,7 @@ class Settings:
     editor: str = ""  # [studio] editor: how `newsletter dev` links to a file and line
     timezone: str = "UTC"  # [site] timezone
     send_window: str = ""  # [send] window, in the site's time zone
+    send_in_flight: int = 0  # [send] in_flight: batches in flight per process (0: provider's)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -332,6 +336,7 @@ def _build(
         editor=v["studio"]["editor"],
         timezone=_timezone(site["timezone"], path),
         send_window=_window(send["window"], path),
+        send_in_flight=max(0, send["in_flight"]),
         env=env,
     )
 

@@ -65,6 +65,8 @@ class ResendProvider(BearerProvider):
     max_batch = 100
     idempotent = True
     default_base_url = "https://api.resend.com"
+    default_requests_per_second = 2.0  # Resend's documented default rate limit per team
+    max_in_flight = 2
     auth_hint = ACCOUNT_ERRORS["invalid_api_key"]
 
     secret_name = SECRET
