@@ -75,6 +75,7 @@ class SinkServer(ThreadingHTTPServer):
         throttle_every: int = 0,
         faults: Faults | None = None,
         search_lag: float = 0.0,
+        latency: float = 0.0,
     ) -> None:
         super().__init__(("127.0.0.1", 0), handler)
         self.lock = threading.Lock()
@@ -82,6 +83,9 @@ class SinkServer(ThreadingHTTPServer):
         self.throttle_every = throttle_every
         self.faults = faults or Faults()
         self.search_lag = search_lag
+        self.latency = latency  # seconds before answering a send, as a real API takes
+        self.in_flight = 0  # send requests being answered right now
+        self.most_in_flight = 0
         self.total = 0
         self.requests = 0
         self.lookups = 0
@@ -110,6 +114,8 @@ class SinkServer(ThreadingHTTPServer):
                 "requests": self.requests,
                 "faults": self.faults.done,
                 "lookups": self.lookups,
+                "most_in_flight": self.most_in_flight,
+                "in_flight": self.in_flight,
                 "to": dict(self.to),
             }
 
@@ -135,7 +141,17 @@ class SinkHandler(BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length", 0)))
 
     def count_request(self) -> tuple[bool, bool]:
-        """(throttled, fault due) for this send request."""
+        """(throttled, fault due) for this send request, after the server's latency."""
+        server = self.server
+        with server.lock:
+            server.in_flight += 1
+            server.most_in_flight = max(server.most_in_flight, server.in_flight)
+        try:
+            if server.latency:
+                time.sleep(server.latency)
+        finally:
+            with server.lock:
+                server.in_flight -= 1
         with self.server.lock:
             self.server.requests += 1
             n = self.server.requests

@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--fault-limit", type=int, default=0)
     parser.add_argument("--hang", type=float, default=30.0)
     parser.add_argument("--search-lag", type=float, default=0.0)
+    parser.add_argument("--latency", type=float, default=0.0, help="ms before each answer")
     args = parser.parse_args()
     if args.kind == "smtp":
         return serve_smtp()
@@ -113,6 +114,7 @@ def main() -> None:
         throttle_every=args.throttle_every,
         faults=Faults(args.fault, args.fault_every, args.fault_limit, args.hang),
         search_lag=args.search_lag,
+        latency=args.latency / 1000,
     )
     print(server.server_address[1], flush=True)
     server.serve_forever(poll_interval=0.2)  # ends with the process (SIGTERM)

@@ -23,7 +23,7 @@ from pipeline.render import Compiled, Recipient, compile_campaign
 from pipeline.send import InDoubt, RateLimiter, Sender, Tally, abort_message, in_doubt
 from pipeline.send_run import RunResult, run_child, run_main
 from pipeline.settings import Settings
-from pipeline.window import Window
+from pipeline.window import Window, WindowStats
 
 if TYPE_CHECKING:  # the CLI wires the store in; imported lazily at run time
     from subscribers.ledger import Campaign, Ledger
@@ -196,7 +196,7 @@ def send(
             _interrupted(job, ledger, campaign.id)
         counts = ledger.counts(campaign.id)
         doubts = ledger.doubts(campaign.id)
-    _summary(job, result.tally, counts, doubts, result.elapsed)
+    _summary(job, result.tally, counts, doubts, result.elapsed, sender.window.stats)
     _outcome(job, result, counts, sender.unsettled, worker)
 
 
@@ -419,7 +419,12 @@ def _child(
 
 
 def _summary(
-    job: Job, tally: Tally, counts: dict[str, int], doubts: dict[str, int], elapsed: float
+    job: Job,
+    tally: Tally,
+    counts: dict[str, int],
+    doubts: dict[str, int],
+    elapsed: float,
+    window: WindowStats | None = None,
 ) -> None:
     left = sum(counts.get(s, 0) for s in UNFINISHED)
     settled = ""
@@ -438,6 +443,12 @@ def _summary(
         f"campaign total: {counts_line(counts)}; left to send: {left}"
         + (f"; in doubt: {counts['unknown']}" if counts.get("unknown") else "")
     )
+    if window is not None and window.calls:
+        click.echo(
+            f"provider: {window.calls} call(s), median {window.median_ms():,.0f} ms; up to "
+            f"{window.largest} batch(es) in flight"
+            + (f", slowed down {window.cuts} time(s) when it pushed back" if window.cuts else "")
+        )
     for reason, n in tally.reasons.most_common(5):
         click.echo(f"  {n} x {reason}")
 

@@ -109,7 +109,7 @@ def run_main(
             show_eta=True,
             show_pos=True,
             file=sys.stderr,
-            item_show_func=lambda _: rate_label(sender.tally, start),
+            item_show_func=lambda _: progress_label(sender, start),
         ) as bar,
     ):
         try:
@@ -199,7 +199,16 @@ def _follow(ledger: Ledger, campaign_id: int, bar: ProgressBar[Any], done: threa
         bar.update(finished() - base - bar.pos)
 
 
-def rate_label(tally: Tally, start: float) -> str:
+def progress_label(sender: Sender, start: float) -> str:
+    """``4,210 msg/s, 5 in flight, 312 ms`` beside the progress bar."""
+    tally = sender.tally
     elapsed = time.monotonic() - start
     done = tally.sent + tally.failed + tally.retry + tally.skipped + tally.unknown
-    return f"{done / elapsed:,.0f} msg/s" if elapsed > 0 and done else ""
+    if not (elapsed > 0 and done):
+        return ""
+    label = f"{done / elapsed:,.0f} msg/s"
+    window = sender.window
+    if window.cap > 1:
+        label += f", {window.limit} in flight"
+    median = window.stats.median_ms()
+    return f"{label}, {median:,.0f} ms" if median else label
