@@ -63,12 +63,19 @@ def main() -> None:
 
 
 # Commands are registered by the modules that own them.
-from pipeline import commands_content, commands_dev, commands_report, commands_send  # noqa: E402
+from pipeline import (  # noqa: E402
+    commands_archive,
+    commands_content,
+    commands_dev,
+    commands_report,
+    commands_send,
+)
 
 commands_content.register(cli)
 commands_dev.register(cli)
 commands_send.register(cli)
 commands_report.register(cli)
+commands_archive.register(cli)
 
 from subscribers import cli as subscribers_cli  # noqa: E402
 

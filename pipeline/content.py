@@ -67,6 +67,7 @@ class ContentModule:
     cta_url: str = ""
     price: str = ""
     delay: dt.timedelta | None = None  # sequence steps: time after the reader confirmed
+    archive: bool | None = None  # in the public archive once sent; None: the default
     lines: dict[str, int] = field(default_factory=dict)  # field -> line in the file
 
     def line_of(self, name: str) -> int:
@@ -119,6 +120,12 @@ def _image(value: Any) -> str:
     return ref
 
 
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
 # field -> processor. The table is the whole front-matter schema.
 PROCESSORS: dict[str, Callable[[Any], Any]] = {
     "title": _text,
@@ -134,6 +141,7 @@ PROCESSORS: dict[str, Callable[[Any], Any]] = {
     "cta_url": _web_url,
     "price": _text,
     "delay": parse_delay,
+    "archive": _flag,  # false keeps a module out of the public archive; true lets a step in
 }
 
 
@@ -222,6 +230,7 @@ def load_module(path: Path, settings: Settings) -> ContentModule:
         cta_url=values.get("cta_url", ""),
         price=values.get("price", ""),
         delay=values.get("delay"),
+        archive=values.get("archive"),
         lines=lines,
     )
 

@@ -32,6 +32,9 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "postal_address": (str, "123 Example Street, Springfield, USA"),
         "unsubscribe_email": (str, ""),
         "site_url": (str, ""),
+        # Where the public archive is published (`newsletter archive`); default: the web
+        # app's /archive. The feed's links and "View in your browser" point there.
+        "archive_url": (str, ""),
     },
     "store": {"url": (str, "")},
     "provider": {
@@ -107,6 +110,7 @@ class Settings:
     templates_dir: Path
     var_dir: Path
     editor: str = ""  # [studio] editor: how `newsletter dev` links to a file and line
+    archive_url: str = ""  # the public archive's address, without a trailing slash
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -269,5 +273,17 @@ def _build(
         templates_dir=templates,
         var_dir=var_dir,
         editor=v["studio"]["editor"],
+        archive_url=_archive_url(site, str(path)),
         env=env,
     )
+
+
+def _archive_url(site: dict[str, Any], where: str) -> str:
+    url = (site["archive_url"] or f"{site['base_url'].rstrip('/')}/archive").rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"{where}: site.archive_url must be an http(s) URL, got {url!r}",
+            hint='e.g. archive_url = "https://example.com/newsletter"',
+        )
+    return url
