@@ -98,12 +98,27 @@ def sent_issues(settings: Settings, log: SentLog) -> Selection:
     return select_issues(settings, log.sent_campaigns())
 
 
+def input_stamp(settings: Settings) -> tuple[tuple[str, int, int], ...]:
+    """Name, mtime and size of every file an archive page is made from (content modules,
+    their images, templates): when it is unchanged, so are the pages."""
+    found = []
+    for folder in (settings.content_dir, settings.templates_dir):
+        for path in sorted(folder.rglob("*")) if folder.is_dir() else ():
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            found.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(found)
+
+
 def _check_slug(path: Path, slug: str) -> None:
     if slug.split("/")[0] in RESERVED:
         raise ContentError(
             str(path),
             None,
-            f"slug {slug!r}: the archive keeps {', '.join(sorted(RESERVED))}/ for itself",
+            f"slug {slug!r}: the archive keeps {', '.join(f'{n}/' for n in sorted(RESERVED))} "
+            "for itself",
             hint="rename the file, or set 'archive: false' in its front matter",
         )
 

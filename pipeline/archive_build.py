@@ -13,6 +13,7 @@ reader of the folder never sees half a page.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -268,4 +269,7 @@ def _load_manifest(out: Path) -> dict[str, Any]:
 
 def _save_manifest(out: Path, manifest: dict[str, Any]) -> None:
     data = json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False).encode()
+    with contextlib.suppress(OSError):
+        if (out / MANIFEST).read_bytes() == data:
+            return  # nothing changed: leave the folder exactly as it was
     _replace(out / MANIFEST, lambda tmp: tmp.write_bytes(data))

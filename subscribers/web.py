@@ -41,7 +41,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from pipeline.errors import ConfigError, PipelineError, ProviderError
 from pipeline.providers.base import Provider
 from pipeline.settings import Settings, load_settings
-from subscribers import pages
+from subscribers import archive_web, pages
 from subscribers.confirmation import ConfirmationSender, Links
 from subscribers.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
 from subscribers.forms import DEFAULT_FORM, FORMS, form_context, safe_next, site_origin
@@ -105,6 +105,7 @@ def create_app(
     _trust_proxies(app, settings)
     app.register_blueprint(bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(archive_web.bp)  # /archive/: the public archive and its feed
     app.register_blueprint(webhooks_bp)  # POST /webhooks/<provider>
     _register_error_handlers(app)
     app.after_request(_headers)
