@@ -24,7 +24,7 @@ from pathlib import Path
 from bench import Row
 from pipeline.settings import load_settings
 from subscribers.store import Store
-from subscribers.testing import free_port, running_server, set_base_url
+from tests.helpers import free_port, running_server, set_base_url
 
 REPO = Path(__file__).resolve().parent.parent
 REQUESTS = 6000

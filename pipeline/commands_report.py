@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 from typing import TYPE_CHECKING
 
 import click
 
+from pipeline.csvout import csv_writer
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
@@ -170,11 +170,11 @@ def _event_lines(counts: dict[str, int]) -> None:
 
 
 def _outcomes_csv(events: EventLog, found: list[tuple[Campaign, dict[str, int]]]) -> None:
-    writer = csv.DictWriter(_Echo(), fieldnames=OUTCOME_COLUMNS, lineterminator="\n")
+    writer = csv_writer(_Echo(), OUTCOME_COLUMNS)
     writer.writeheader()
     for campaign, _counts in found:
         for row in events.outcomes(campaign.id):
-            writer.writerow({k: _cell(v) for k, v in {**row, "topic": campaign.topic}.items()})
+            writer.writerow({**row, "topic": campaign.topic})
 
 
 class _Echo:
@@ -182,10 +182,3 @@ class _Echo:
 
     def write(self, text: str) -> None:
         click.echo(text, nl=False)
-
-
-def _cell(value: object) -> object:
-    """A CSV cell a spreadsheet will not run as a formula (provider text is untrusted)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from pipeline.csvout import csv_writer, strip_neutraliser
 from pipeline.errors import LocatedError
 from subscribers.errors import InvalidInput
 from subscribers.store import NewSubscriber
@@ -111,8 +112,8 @@ class CsvReader:
             return fields[index] if index is not None and index < len(fields) else ""
 
         return NewSubscriber(
-            email=normalise_email(cell("email")),
-            name=clean_name(cell("name")),
+            email=normalise_email(strip_neutraliser(cell("email"))),
+            name=clean_name(strip_neutraliser(cell("name"))),
             topics=tuple(parse_topics(cell("topics"), self.topics)),
             line=line,
         )
@@ -155,7 +156,7 @@ CSV_FIELDS = (
 
 def write_csv(records: Iterable[dict[str, Any]], out: IO[str]) -> int:
     """One row per subscriber; the latest consent in columns, all of them as JSON."""
-    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer = csv_writer(out, CSV_FIELDS)
     writer.writeheader()
     count = 0
     for record in records:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _wait_for_lock(lambda: cursor.execute("PRAGMA journal_mode = WAL"), "journal_mode")
         cursor.execute("PRAGMA synchronous = NORMAL")  # WAL: durable across app crashes
         cursor.execute("PRAGMA foreign_keys = ON")
     finally:
@@ -104,19 +105,30 @@ def _begin_immediate(raw: Any) -> None:
     """
     raw.execute("PRAGMA busy_timeout = 0")
     try:
-        deadline, pause = time.monotonic() + BUSY_TIMEOUT_MS / 1000, 0.00005
-        while True:
-            try:
-                raw.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if not _locked(exc) or time.monotonic() > deadline:
-                    # as SQLAlchemy would have wrapped it: the store reports it clearly
-                    raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, exc) from exc
-            time.sleep(pause * (0.5 + random.random()))
-            pause = min(pause * 2, 0.002)
+        _wait_for_lock(lambda: raw.execute("BEGIN IMMEDIATE"), "BEGIN IMMEDIATE")
     finally:
         raw.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+
+def _wait_for_lock(attempt: Callable[[], object], what: str) -> None:
+    """Run ``attempt`` until SQLite stops answering "locked", up to BUSY_TIMEOUT_MS.
+
+    Also used for ``PRAGMA journal_mode = WAL``: on a brand-new file, switching to WAL
+    needs the exclusive lock, and SQLite answers "database is locked" at once (no busy
+    handler) while another connection is switching it too: several processes or threads
+    opening a new store together.
+    """
+    deadline, pause = time.monotonic() + BUSY_TIMEOUT_MS / 1000, 0.00005
+    while True:
+        try:
+            attempt()
+            return
+        except sqlite3.OperationalError as exc:
+            if not _locked(exc) or time.monotonic() > deadline:
+                # as SQLAlchemy would have wrapped it: the store reports it clearly
+                raise sa.exc.OperationalError(what, None, exc) from exc
+        time.sleep(pause * (0.5 + random.random()))
+        pause = min(pause * 2, 0.002)
 
 
 def _locked(exc: sqlite3.OperationalError) -> bool:

@@ -19,6 +19,8 @@ CSRF, route by route:
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,7 @@ class Services:
     origin: str  # the site's origin: CORS, CSP form-action
     csp: str
     thanks_page: str = ""  # rendered once: the same for every signup
+    clock: Callable[[], float] = time.time  # wall clock for webhook freshness checks
 
 
 def create_app(
@@ -85,8 +88,10 @@ def create_app(
     *,
     provider: Provider | None = None,
     confirmations: str = "inline",
+    clock: Callable[[], float] | None = None,
 ) -> Flask:
-    """The Flask app. ``provider`` replaces the configured email provider (tests).
+    """The Flask app. ``provider`` replaces the configured email provider (tests);
+    ``clock`` the wall clock that webhook timestamps are checked against (tests).
 
     ``confirmations``: ``inline`` sends each confirmation email within its signup
     request (works under any WSGI server); ``queue`` only queues it, for the mailer
@@ -100,7 +105,10 @@ def create_app(
     # one Flask skips opening a signed session on every request.
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, MAX_FORM_MEMORY_SIZE=MAX_BODY)
     app.jinja_env.undefined = StrictUndefined
-    app.extensions["newsletter"] = _services(settings, provider, inline=confirmations == "inline")
+    services = _services(settings, provider, inline=confirmations == "inline")
+    if clock is not None:
+        services.clock = clock
+    app.extensions["newsletter"] = services
     app.context_processor(lambda: {"site_name": settings.site_name, "site_url": settings.site_url})
     _trust_proxies(app, settings)
     app.register_blueprint(bp)

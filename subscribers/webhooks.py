@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,7 +111,8 @@ def receive(provider: str) -> Any:
 def _webhook_request() -> WebhookRequest:
     body = request.get_data(cache=False)  # 413 past max_content_length
     headers = {name.lower(): value for name, value in request.headers.items()}
-    return WebhookRequest(body=body, headers=headers, received_at=time.time())
+    clock = current_app.extensions["newsletter"].clock
+    return WebhookRequest(body=body, headers=headers, received_at=clock())
 
 
 def _parse(parser: WebhookParser, webhook_request: WebhookRequest) -> Parsed:

@@ -6,15 +6,16 @@ instead of storing mojibake, so url-encoded and JSON bodies are decoded here.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
 from flask import Request
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 MAX_FIELDS = 50
+MAX_DEPTH = 8  # a signup is {"email": ..., "topics": [...]}: two levels
 
 
 @dataclass
@@ -60,13 +61,29 @@ def _text(raw: bytes) -> str:
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object, strictly: orjson refuses NaN and Infinity, numbers beyond a double
+    (a 5000-digit number; the json module would raise a bare ValueError, a 500) and lone
+    surrogates; we also refuse nesting deeper than MAX_DEPTH (no form needs it)."""
     try:
-        data = json.loads(_text(raw)) if raw else None
-    except json.JSONDecodeError:
-        raise BadRequest("the request body is not valid JSON") from None
+        data = orjson.loads(_text(raw)) if raw else None
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("the JSON body must be an object")
+    if _too_deep(data, MAX_DEPTH):
+        raise BadRequest(f"the JSON body is nested too deeply (more than {MAX_DEPTH} levels)")
     return data
+
+
+def _too_deep(value: Any, allowed: int) -> bool:
+    """Whether ``value`` nests more than ``allowed`` levels of objects and arrays."""
+    if isinstance(value, dict):
+        children: Any = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return False
+    return allowed <= 0 or any(_too_deep(child, allowed - 1) for child in children)
 
 
 def _urlencoded(raw: bytes) -> dict[str, list[str]]:

@@ -87,8 +87,8 @@ def artifacts() -> Path:
 
 @pytest.fixture
 def recorder() -> object:
-    """An in-memory email provider for web tests (subscribers.testing.RecordingProvider)."""
-    from subscribers.testing import RecordingProvider
+    """An in-memory email provider for web tests (tests/helpers.py)."""
+    from helpers import RecordingProvider
 
     return RecordingProvider()
 

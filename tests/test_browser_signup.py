@@ -10,10 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from pipeline.settings import Settings, load_settings
-from subscribers.store import Store
-from subscribers.testing import (
+from helpers import (
     confirm_link,
     free_port,
     running_server,
@@ -22,6 +19,9 @@ from subscribers.testing import (
     unsubscribe_url,
     wait_for_outbox,
 )
+
+from pipeline.settings import Settings, load_settings
+from subscribers.store import Store
 
 pytestmark = pytest.mark.browser
 
@@ -148,8 +148,9 @@ def test_the_pasted_snippet_posts_across_origins_without_javascript(
     tmp_path: Path,
     artifacts: Path,
 ) -> None:
+    from helpers import set_site
+
     from subscribers.forms import render_snippet
-    from subscribers.testing import set_site
 
     site, root = article_site
     port = free_port()

@@ -16,10 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from pipeline.settings import load_settings
-from subscribers.store import Store
-from subscribers.testing import (
+from helpers import (
     RecordingProvider,
     free_port,
     pg_schema,
@@ -27,6 +24,9 @@ from subscribers.testing import (
     set_base_url,
     wait_for_outbox,
 )
+
+from pipeline.settings import load_settings
+from subscribers.store import Store
 from subscribers.web import create_app
 
 THREADS = 16

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers import pg_schema
 from sqlalchemy.engine import Connection
 
 from subscribers import schema as s
 from subscribers.db import make_engine
 from subscribers.errors import SchemaError
 from subscribers.store import Store
-from subscribers.testing import pg_schema
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -42,15 +42,108 @@ def versions(engine: sa.Engine) -> list[int]:
         )
 
 
-def test_a_fresh_database_gets_every_migration_and_matches_the_metadata(
-    engine: sa.Engine,
-) -> None:
+def test_a_fresh_database_gets_every_migration(engine: sa.Engine) -> None:
     assert s.migrate(engine) == list(range(1, len(s.MIGRATIONS) + 1))
     assert versions(engine) == list(range(1, len(s.MIGRATIONS) + 1))
+
+
+@pytest.fixture
+def live_engine(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[sa.Engine]:
+    """A second, empty database of the same kind, for ``metadata.create_all``."""
+    if db_url.startswith("sqlite"):
+        eng = make_engine(f"sqlite:///{tmp_path / 'live.db'}")
+        yield eng
+        eng.dispose()
+    else:
+        with pg_schema(request.getfixturevalue("pg_url")) as url:
+            eng = make_engine(url)
+            yield eng
+            eng.dispose()
+
+
+def describe(engine: sa.Engine) -> dict[str, object]:
+    """Everything about a database's tables that the store relies on, as reflected."""
     inspector = sa.inspect(engine)
-    for table in s.metadata.sorted_tables:
-        columns = {c["name"] for c in inspector.get_columns(table.name)}
-        assert columns == set(table.columns.keys()), table.name
+    found: dict[str, object] = {}
+    for name in sorted(inspector.get_table_names()):
+        columns = {
+            c["name"]: (str(c["type"]), c["nullable"], _default(c.get("default")))
+            for c in inspector.get_columns(name)
+        }
+        foreign = sorted(
+            (
+                tuple(fk["constrained_columns"]),
+                fk["referred_table"],
+                tuple(fk["referred_columns"]),
+                (fk.get("options") or {}).get("ondelete", "").upper(),
+            )
+            for fk in inspector.get_foreign_keys(name)
+        )
+        indexes = sorted(
+            (ix["name"], tuple(ix["column_names"]), bool(ix["unique"]))
+            for ix in inspector.get_indexes(name)
+            if not ix.get("duplicates_constraint")
+        )
+        uniques = sorted(tuple(u["column_names"]) for u in inspector.get_unique_constraints(name))
+        checks = sorted(
+            (c["name"], " ".join(c["sqltext"].split()))
+            for c in inspector.get_check_constraints(name)
+        )
+        primary = tuple(inspector.get_pk_constraint(name)["constrained_columns"])
+        found[name] = {
+            "columns": columns,
+            "primary key": primary,
+            "foreign keys": foreign,
+            "indexes": indexes,
+            "unique": uniques,
+            "checks": checks,
+            "autoincrement": _sqlite_autoincrement(engine, name),
+        }
+    return found
+
+
+def _default(value: object) -> object:
+    """A reflected default, spelled the same whichever way the table was made."""
+    return None if value is None else str(value).strip("()")
+
+
+def _sqlite_autoincrement(engine: sa.Engine, table: str) -> bool | None:
+    """SQLite: whether the table was created with AUTOINCREMENT (ids never reused)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    with engine.connect() as conn:
+        sql = conn.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).scalar_one()
+    return "AUTOINCREMENT" in sql.upper()
+
+
+def test_the_schema_built_step_by_step_matches_the_live_metadata(
+    engine: sa.Engine, live_engine: sa.Engine
+) -> None:
+    """The migrations (frozen snapshots) and the live tables describe the same schema:
+    columns, types, nullability, defaults, keys, indexes, uniques, checks."""
+    s.migrate(engine)
+    s.metadata.create_all(live_engine)
+    migrated, live = describe(engine), describe(live_engine)
+    assert sorted(migrated) == sorted(live)
+    for table in live:
+        assert migrated[table] == live[table], table
+
+
+def test_the_migrations_never_use_the_live_metadata() -> None:
+    """A step that built its tables from subscribers.schema would change history
+    whenever today's tables change (the first add-column migration would rewrite step 1)."""
+    import ast
+    import inspect
+
+    from subscribers import migrations
+
+    tree = ast.parse(inspect.getsource(migrations))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and m.startswith("subscribers.schema")}
+    assert "UTCDateTime" not in {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
 
 
 def test_migrating_again_changes_nothing(engine: sa.Engine) -> None:
@@ -161,6 +254,50 @@ def test_workers_starting_together_apply_each_step_once(db_url: str) -> None:
         t.join()
     assert errors == []
     eng = make_engine(db_url)
+    try:
+        assert versions(eng) == list(range(1, len(s.MIGRATIONS) + 1))
+    finally:
+        eng.dispose()
+
+
+OPEN_WHEN_TOLD = """
+import sys, time
+from pathlib import Path
+from subscribers.store import Store
+ready, go, url = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+ready.touch()
+deadline = time.monotonic() + 30
+while not go.exists():
+    if time.monotonic() > deadline:
+        sys.exit("never told to go")
+    time.sleep(0.001)
+Store(url).close()
+"""
+
+
+def test_processes_opening_a_new_sqlite_store_together_all_succeed(tmp_path: Path) -> None:
+    """The first open switches the file to WAL and migrates it: six processes at once."""
+    import subprocess
+    import sys
+    import time
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_WHEN_TOLD, str(tmp_path / f"ready{n}"), str(go), url],
+            stderr=subprocess.PIPE,
+        )
+        for n in range(6)
+    ]
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"ready{n}").exists() for n in range(6)):
+        assert time.monotonic() < deadline, "the processes did not start"
+        time.sleep(0.01)
+    go.touch()
+    errors = [p.communicate(timeout=60)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
+    eng = make_engine(url)
     try:
         assert versions(eng) == list(range(1, len(s.MIGRATIONS) + 1))
     finally:

@@ -98,3 +98,69 @@ def test_unwritable_outbox_is_a_provider_error(settings: Settings, tmp_path: Pat
 def test_outbox_chosen_by_name(settings: Settings) -> None:
     provider = get_provider(replace(settings, provider="outbox"))
     assert repr(provider) == f"<OutboxProvider {settings.outbox_dir}>"
+
+
+# ---- creating the Maildir: whole, or not at all --------------------------------------
+
+
+def test_a_reader_never_sees_a_half_made_maildir(tmp_path: Path) -> None:
+    """While the mailer creates the outbox, a reader polling for it either finds no
+    directory or a complete Maildir (the browser tests once read it in between)."""
+    import threading
+
+    from pipeline.providers.outbox import make_maildir
+
+    for n in range(30):
+        box = tmp_path / f"outbox{n}"
+        seen: list[set[str]] = []
+        stop = threading.Event()
+
+        def watch(
+            box: Path = box, seen: list[set[str]] = seen, stop: threading.Event = stop
+        ) -> None:
+            while not stop.is_set():
+                try:
+                    found = {p.name for p in box.iterdir()}
+                except FileNotFoundError:
+                    continue
+                seen.append(found)
+                return
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        make_maildir(box)
+        stop.set()
+        watcher.join()
+        assert all(found == {"tmp", "new", "cur"} for found in seen), seen
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_several_writers_creating_the_outbox_at_once_all_succeed(tmp_path: Path) -> None:
+    import threading
+
+    box = tmp_path / "var" / "outbox"
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        try:
+            start.wait()
+            OutboxProvider(box).send_batch([make_message(n)])
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(mailbox.Maildir(box, create=False)) == 8
+    assert sorted(p.name for p in box.parent.iterdir()) == ["outbox"]
+
+
+def test_an_outbox_left_half_made_by_an_older_version_is_completed(tmp_path: Path) -> None:
+    box = tmp_path / "outbox"
+    (box / "new").mkdir(parents=True)  # no tmp/ or cur/
+    OutboxProvider(box).send_batch([make_message(1)])
+    assert len(mailbox.Maildir(box, create=False)) == 1

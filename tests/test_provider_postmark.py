@@ -293,3 +293,57 @@ def test_api_base_url_overrides_the_host(settings: Settings) -> None:
 def test_batch_above_500_is_refused(provider: PostmarkProvider) -> None:
     with pytest.raises(ValueError, match="at most 500"):
         provider.send_batch([make_message(i) for i in range(501)])
+
+
+# ---- the ErrorCode table (postmarkapp.com/developer/api/overview#error-codes) ------------
+
+REQUEST_BUG_CODES = {
+    402: "Invalid JSON",
+    403: "Incompatible JSON",
+    409: "JSON required",
+    410: "Too many batch messages",
+}
+
+
+@pytest.mark.parametrize("code", REQUEST_BUG_CODES)
+@responses.activate
+def test_request_bugs_are_not_retryable(provider: PostmarkProvider, code: int) -> None:
+    """402/403/409/410 say our request was malformed: the same request fails again."""
+    bug = {"ErrorCode": code, "Message": REQUEST_BUG_CODES[code]}
+    responses.post(URL, json=[ok_item(0), bug])
+    results = provider.send_batch([make_message(0), make_message(1)])
+    assert results[0].accepted
+    assert results[1].status == Status.FAILED and not results[1].retryable
+    assert str(code) in results[1].reason
+
+
+@pytest.mark.parametrize("code", REQUEST_BUG_CODES)
+@responses.activate
+def test_a_request_bug_for_the_whole_request_says_it_is_a_bug(
+    provider: PostmarkProvider, code: int
+) -> None:
+    responses.post(URL, status=422, json={"ErrorCode": code, "Message": REQUEST_BUG_CODES[code]})
+    with pytest.raises(ProviderError) as caught:
+        provider.send_batch([make_message(0), make_message(1)])
+    assert not caught.value.retryable
+    assert "a bug, please report it" in str(caught.value)
+
+
+@pytest.mark.parametrize("code", [405, 412, 413])
+@responses.activate
+def test_account_states_are_retryable_once_fixed(provider: PostmarkProvider, code: int) -> None:
+    refused = {"ErrorCode": code, "Message": "refused"}
+    responses.post(URL, json=[ok_item(0), refused])
+    results = provider.send_batch([make_message(0), make_message(1)])
+    assert results[1].status == Status.FAILED and results[1].retryable
+
+
+@responses.activate
+def test_413_means_the_account_may_not_send(provider: PostmarkProvider) -> None:
+    """413 is "Account May Not Send" (the account is stopped), not a pending approval
+    (that is 412) and not a recipient problem."""
+    responses.post(URL, status=422, json={"ErrorCode": 413, "Message": "Account may not send."})
+    with pytest.raises(ProviderError) as caught:
+        provider.send_batch([make_message(0)])
+    text = str(caught.value)
+    assert "stopped this account from sending" in text and "pending" not in text

@@ -165,21 +165,45 @@ def test_429_without_retry_after_backs_off(provider: ResendProvider, sleeps: lis
     assert sleeps == [0.5]
 
 
+QUOTAS = {
+    "daily_quota_exceeded": ("You have reached your daily email sending quota.", "daily quota"),
+    "monthly_quota_exceeded": (
+        "You have reached your monthly email sending quota.",
+        "monthly quota",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", QUOTAS)
 @responses.activate
-def test_daily_quota_is_not_retried_but_retryable_later(
-    provider: ResendProvider, sleeps: list[float]
+def test_a_used_up_quota_stops_at_once_and_is_retryable_later(
+    provider: ResendProvider, sleeps: list[float], name: str
 ) -> None:
-    responses.post(
-        URL,
-        status=429,
-        json=error(429, "daily_quota_exceeded", "You have reached your daily email sending quota."),
-    )
+    """Resend answers 429 for both quotas, like its rate limit: the rate limit is waited
+    out, a quota is not (it renews the next day or month)."""
+    message, words = QUOTAS[name]
+    responses.post(URL, status=429, json=error(429, name, message), headers={"retry-after": "1"})
+    responses.post(URL, json={"data": [{"id": "never"}]})
 
     with pytest.raises(ProviderError) as caught:
         provider.send_batch([make_message(0)])
 
-    assert caught.value.retryable and "daily quota" in str(caught.value)
+    assert caught.value.retryable and words in str(caught.value)
     assert sleeps == [] and len(responses.calls) == 1
+
+
+@responses.activate
+def test_the_rate_limit_429_is_waited_out(provider: ResendProvider, sleeps: list[float]) -> None:
+    """The other side: rate_limit_exceeded is retried after retry-after."""
+    responses.post(
+        URL,
+        status=429,
+        json=error(429, "rate_limit_exceeded", "Too many requests."),
+        headers={"retry-after": "2"},
+    )
+    responses.post(URL, json={"data": [{"id": "e-0"}]})
+    [result] = provider.send_batch([make_message(0)])
+    assert result.accepted and sleeps == [2.0] and len(responses.calls) == 2
 
 
 @responses.activate

@@ -283,3 +283,55 @@ def test_bad_region_is_a_config_error(settings: Settings) -> None:
     options = {**configured(settings).provider_options, "ses_region": "evil.example.com/"}
     with pytest.raises(ConfigError, match="ses_region"):
         get_provider(replace(configured(settings), provider_options=options))
+
+
+# ---- addresses: 7-bit ASCII only (SES has no SMTPUTF8) ------------------------------------
+
+
+def decoded(address: str) -> tuple[str, str]:
+    """(display name, address) as a mail client reads an address header back."""
+    from email.headerregistry import HeaderRegistry
+
+    header = HeaderRegistry()("To", address)
+    [parsed] = header.addresses
+    return parsed.display_name, parsed.addr_spec
+
+
+@responses.activate
+def test_non_ascii_display_names_are_rfc_2047_encoded_words(provider: SesProvider) -> None:
+    responses.post(URL, json={"MessageId": "0100018c-ses-0"})
+    msg = replace(
+        make_message(0),
+        to_name="Zoë Ångström",
+        from_addr=f"Café Strength — Coach Søren <coach@{SITE}>",
+        reply_to=f"Søren <coach@{SITE}>",
+    )
+    [result] = provider.send_batch([msg])
+    assert result.status == Status.QUEUED
+    sent = json.loads(responses.calls[0].request.body)
+    to = sent["Destination"]["ToAddresses"][0]
+    sender = sent["FromEmailAddress"]
+    reply_to = sent["ReplyToAddresses"][0]
+    for value in (to, sender, reply_to):
+        assert value.isascii() and "=?utf-8?" in value, value
+    assert decoded(to) == ("Zoë Ångström", "reader0@example.com")
+    assert decoded(sender) == ("Café Strength — Coach Søren", f"coach@{SITE}")
+    assert decoded(reply_to) == ("Søren", f"coach@{SITE}")
+
+
+@responses.activate
+def test_ascii_names_with_specials_are_quoted_and_domains_are_idna(provider: SesProvider) -> None:
+    responses.post(URL, json={"MessageId": "0100018c-ses-0"})
+    msg = replace(make_message(0), to_name='Lee, Ann "Coach"', to_email="leser@bücher.de")
+    provider.send_batch([msg])
+    to = json.loads(responses.calls[0].request.body)["Destination"]["ToAddresses"][0]
+    assert to == '"Lee, Ann \\"Coach\\"" <leser@xn--bcher-kva.de>'
+    assert decoded(to) == ('Lee, Ann "Coach"', "leser@xn--bcher-kva.de")
+
+
+@responses.activate
+def test_a_non_ascii_local_part_is_invalid_without_a_request(provider: SesProvider) -> None:
+    msg = replace(make_message(0), to_email="zoë@example.com")
+    [result] = provider.send_batch([msg])
+    assert result.status == Status.INVALID and "ASCII" in result.reason
+    assert len(responses.calls) == 0

@@ -9,13 +9,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import pg_schema
 from send_helpers import NEWSLETTER, fill, sink_project, start_send, wait_for
 
 from bench.sinks import SinkProcess
 from pipeline.settings import load_settings
 from subscribers.ledger import Ledger
 from subscribers.store import Store
-from subscribers.testing import pg_schema
 
 
 def test_kill_9_mid_campaign_then_resume(project: Path, tmp_path: Path) -> None:

@@ -205,6 +205,10 @@ def test_wrong_password_says_what_to_check_without_showing_it(
         ("smtp://user:pw@mail.example.com", SmtpTarget("mail.example.com", 587, "user", "pw")),
         ("smtp://127.0.0.1:1025", SmtpTarget("127.0.0.1", 1025)),
         ("smtp://localhost", SmtpTarget("localhost", 25)),
+        (
+            "smtp+insecure://user:pw@relay.lan:25",
+            SmtpTarget("relay.lan", 25, "user", "pw", insecure=True),
+        ),
     ],
 )
 def test_smtp_url_forms(url: str, expected: SmtpTarget) -> None:
@@ -223,3 +227,82 @@ def test_bad_smtp_url_never_echoes_the_password() -> None:
 def test_missing_smtp_url_says_what_to_set(settings: Settings) -> None:
     with pytest.raises(ConfigError, match="provider smtp needs SMTP_URL in the environment"):
         get_provider(replace(settings, provider="smtp"))
+
+
+# ---- no password in clear text to another machine -----------------------------------------
+
+
+def counting_check(user: str, password: str, calls: list[str]) -> object:
+    check = password_check(user, password)
+
+    def authenticate(*args: object) -> object:
+        calls.append("AUTH")
+        return check(*args)  # type: ignore[operator]
+
+    return authenticate
+
+
+def test_a_real_connection_to_127_0_0_1_is_loopback(sink: Sink) -> None:
+    import smtplib
+
+    from pipeline.providers.smtp import on_loopback
+
+    with smtp_server(sink) as (host, port), smtplib.SMTP(host, port, timeout=5) as conn:
+        assert on_loopback(conn)
+    assert not on_loopback(smtplib.SMTP())  # not connected: not loopback
+
+
+def test_auth_without_starttls_to_another_machine_is_refused_before_auth(
+    settings: Settings, sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server offers AUTH but no STARTTLS. Our test server can only live on
+    127.0.0.1, so the provider is told the peer is another machine; nothing else is
+    faked: the real server must never see an AUTH command."""
+    from pipeline.providers import smtp as smtp_module
+
+    monkeypatch.setattr(smtp_module, "on_loopback", lambda conn: False)
+    calls: list[str] = []
+    with smtp_server(
+        sink, authenticator=counting_check("coach", "pw-123", calls), auth_require_tls=False
+    ) as (host, port):
+        url = f"smtp://coach:pw-123@{host}:{port}"
+        smtp = get_provider(replace(settings, provider="smtp", env={"SMTP_URL": url}), sleep=fail)
+        with pytest.raises(ProviderError) as caught:
+            smtp.send_batch([make_message(0)])
+    assert not caught.value.retryable
+    assert "no STARTTLS" in str(caught.value) and "smtp+insecure://" in str(caught.value)
+    assert "pw-123" not in str(caught.value)
+    assert calls == [] and sink.received == []
+
+
+def test_smtp_insecure_sends_the_login_without_tls_when_told_to(
+    settings: Settings, sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.providers import smtp as smtp_module
+
+    monkeypatch.setattr(smtp_module, "on_loopback", lambda conn: False)
+    calls: list[str] = []
+    with smtp_server(
+        sink, authenticator=counting_check("coach", "pw-123", calls), auth_require_tls=False
+    ) as (host, port):
+        url = f"smtp+insecure://coach:pw-123@{host}:{port}"
+        with get_provider(
+            replace(settings, provider="smtp", env={"SMTP_URL": url}), sleep=fail
+        ) as smtp:
+            [result] = smtp.send_batch([make_message(0)])
+    assert result.status == Status.SENT and calls == ["AUTH"] and len(sink.received) == 1
+
+
+def test_a_loopback_relay_gets_the_login_without_tls(settings: Settings, sink: Sink) -> None:
+    """A relay on this machine (Postfix on localhost) often has no TLS: allowed, since
+    the credentials never leave the machine (the peer is really 127.0.0.1 here)."""
+    calls: list[str] = []
+    with smtp_server(
+        sink, authenticator=counting_check("coach", "pw-123", calls), auth_require_tls=False
+    ) as (host, port):
+        url = f"smtp://coach:pw-123@{host}:{port}"
+        with get_provider(
+            replace(settings, provider="smtp", env={"SMTP_URL": url}), sleep=fail
+        ) as smtp:
+            [result] = smtp.send_batch([make_message(0)])
+    assert result.status == Status.SENT and calls == ["AUTH"]

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from helpers import confirm_link, read_outbox, snapshot, text_part
 
 from pipeline.cli import cli
 from pipeline.settings import Settings
 from subscribers.store import Consent, NewSubscriber, Store
-from subscribers.testing import confirm_link, read_outbox, snapshot, text_part
 from subscribers.validation import email_hash
 
 COMMANDS = [

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import snapshot
 
 from pipeline.errors import ConfigError
 from subscribers.errors import DatabaseUnavailable
 from subscribers.store import Store
-from subscribers.testing import snapshot
 from subscribers.web import MAX_BODY
 
 FORM = "application/x-www-form-urlencoded"

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import RecordingProvider
 
 from pipeline.render import asset_resolver
 from pipeline.settings import Settings
-from subscribers.testing import RecordingProvider
 from subscribers.web import create_app
 
 

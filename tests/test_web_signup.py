@@ -9,12 +9,7 @@ import itsdangerous.timed
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-
-from pipeline.errors import PipelineError
-from pipeline.providers.base import Status
-from pipeline.settings import Settings, load_settings
-from subscribers.store import Consent, Store
-from subscribers.testing import (
+from helpers import (
     RecordingProvider,
     confirm_link,
     pg_schema,
@@ -23,6 +18,11 @@ from subscribers.testing import (
     text_part,
     unsubscribe_url,
 )
+
+from pipeline.errors import PipelineError
+from pipeline.providers.base import Status
+from pipeline.settings import Settings, load_settings
+from subscribers.store import Consent, Store
 from subscribers.tokens import confirm_token
 from subscribers.web import create_app
 

@@ -7,9 +7,9 @@ import re
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import RecordingProvider, snapshot, unsubscribe_url
 
 from subscribers.store import Consent, Store
-from subscribers.testing import RecordingProvider, snapshot, unsubscribe_url
 from subscribers.tokens import subscriber_token
 
 SECRET = "test-secret-key"

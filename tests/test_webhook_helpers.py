@@ -29,13 +29,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import RecordingProvider
 from send_helpers import CONSENT
 
 from pipeline.send import Outcome
 from pipeline.settings import Settings, load_settings
 from subscribers.ledger import Ledger
 from subscribers.store import NewSubscriber, Store
-from subscribers.testing import RecordingProvider
 from subscribers.web import create_app
 
 MAILGUN_KEY = "key-test-mailgun-webhook-signing"
@@ -98,15 +98,19 @@ class Hook:
     client: FlaskClient
     store: Store
     settings: Settings
+    now: int  # the app's clock, frozen: timestamps are checked against this second
 
 
 @contextlib.contextmanager
 def webhook_app(project: Path, env: dict[str, str], **extra_env: str) -> Iterator[Hook]:
+    """The app with its clock frozen at a whole second, so that "301 s off" is exactly
+    that however slowly the test runs (requests signed "now" are a moment later)."""
     settings = load_settings(project / "newsletter.toml", env={**env, **WEBHOOK_ENV, **extra_env})
-    app = create_app(settings, provider=RecordingProvider())
+    now = int(time.time())
+    app = create_app(settings, provider=RecordingProvider(), clock=lambda: float(now))
     services = app.extensions["newsletter"]
     try:
-        yield Hook(app, app.test_client(), services.store, services.settings)
+        yield Hook(app, app.test_client(), services.store, services.settings, now)
     finally:
         services.store.close()
 
@@ -176,7 +180,7 @@ def sendgrid_post(
     events: Any,
     *,
     key: ec.EllipticCurvePrivateKey = EC_KEY,
-    timestamp: int | None = None,
+    timestamp: int | str | None = None,
     body: bytes | None = None,
 ) -> Any:
     raw = body if body is not None else json.dumps(events).encode()
@@ -198,7 +202,7 @@ def mailgun_body(
     event_data: dict[str, Any],
     *,
     key: str = MAILGUN_KEY,
-    timestamp: int | None = None,
+    timestamp: int | str | None = None,
     token: str | None = None,
 ) -> dict[str, Any]:
     stamp = str(int(time.time()) if timestamp is None else timestamp)
@@ -220,7 +224,7 @@ def svix_headers(
     *,
     secret: str = RESEND_SECRET,
     msg_id: str | None = None,
-    timestamp: int | None = None,
+    timestamp: int | str | None = None,
 ) -> dict[str, str]:
     msg_id = msg_id or f"msg_{uuid.uuid4().hex[:27]}"
     stamp = str(int(time.time()) if timestamp is None else timestamp)
@@ -248,18 +252,19 @@ def sns_envelope(
     cert_url: str = CERT_URL,
     version: str = "2",
     key: rsa.RSAPrivateKey = RSA_KEY,
-    timestamp: dt.datetime | None = None,
+    timestamp: dt.datetime | str | None = None,
     message_id: str | None = None,
     subscribe_url: str = SUBSCRIBE_URL,
 ) -> dict[str, Any]:
     """An SNS message as SNS posts it, signed with ``key`` (SignatureVersion 1 or 2)."""
     when = timestamp or dt.datetime.now(dt.UTC)
+    stamp = when if isinstance(when, str) else when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     envelope: dict[str, Any] = {
         "Type": kind,
         "MessageId": message_id or str(uuid.uuid4()),
         "TopicArn": topic,
         "Message": message,
-        "Timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        "Timestamp": stamp,
         "SignatureVersion": version,
         "SigningCertURL": cert_url,
     }

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import snapshot
 from test_webhook_helpers import (
     Hook,
     event_rows,
@@ -22,8 +23,6 @@ from test_webhook_helpers import (
     types_of,
     webhook_app,
 )
-
-from subscribers.testing import snapshot
 
 DELIVERED = {
     "tags": [],

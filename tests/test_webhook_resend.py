@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import snapshot
 from test_webhook_helpers import (
     Hook,
     event_rows,
@@ -19,8 +20,6 @@ from test_webhook_helpers import (
     types_of,
     webhook_app,
 )
-
-from subscribers.testing import snapshot
 
 DELIVERED = {
     "type": "email.delivered",

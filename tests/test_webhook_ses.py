@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import responses
+from helpers import snapshot
 from test_webhook_helpers import (
     CERT_URL,
     SUBSCRIBE_URL,
@@ -28,8 +29,6 @@ from test_webhook_helpers import (
     types_of,
     webhook_app,
 )
-
-from subscribers.testing import snapshot
 
 MAIL = {
     "timestamp": "2017-08-05T00:40:02.012Z",

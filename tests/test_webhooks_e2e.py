@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from helpers import pg_schema, read_outbox
 from send_helpers import fill
 from test_webhook_helpers import (
     WEBHOOK_ENV,
@@ -23,7 +24,6 @@ from test_webhook_helpers import (
 from pipeline.cli import cli
 from pipeline.settings import load_settings
 from subscribers.store import Store
-from subscribers.testing import pg_schema, read_outbox
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

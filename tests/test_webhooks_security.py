@@ -8,7 +8,6 @@ import base64
 import copy
 import datetime as dt
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 import requests
 import responses
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from helpers import snapshot
 from test_webhook_helpers import (
     CERT_URL,
     POSTMARK_AUTH,
@@ -35,8 +35,6 @@ from test_webhook_helpers import (
     svix_headers,
     webhook_app,
 )
-
-from subscribers.testing import snapshot
 
 EMAILS = ["ann@example.com", "bob@example.com"]
 OTHER_EC_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -149,7 +147,7 @@ def test_sendgrid_tampered_body_is_401(hook: Hook, sent: dict) -> None:
 
 @pytest.mark.parametrize("offset", [-301, 301, -86400])
 def test_sendgrid_stale_or_future_timestamp_is_403(hook: Hook, sent: dict, offset: int) -> None:
-    stamp = int(time.time()) + offset
+    stamp = hook.now + offset
     post = lambda: sendgrid_post(hook.client, sendgrid_bounce(sent), timestamp=stamp)  # noqa: E731
     refused(hook, post, 403)
 
@@ -162,7 +160,7 @@ def test_sendgrid_without_signature_headers_is_401(hook: Hook, sent: dict) -> No
 def test_sendgrid_garbage_signature_is_401(hook: Hook, sent: dict) -> None:
     headers = {
         "X-Twilio-Email-Event-Webhook-Signature": "%%% not base64 %%%",
-        "X-Twilio-Email-Event-Webhook-Timestamp": str(int(time.time())),
+        "X-Twilio-Email-Event-Webhook-Timestamp": str(hook.now),
     }
     body = json.dumps(sendgrid_bounce(sent))
     refused(hook, lambda: hook.client.post("/webhooks/sendgrid", data=body, headers=headers), 401)
@@ -206,7 +204,7 @@ def test_mailgun_missing_signature_is_401(hook: Hook, sent: dict) -> None:
 
 @pytest.mark.parametrize("offset", [-301, 400, -7200])
 def test_mailgun_stale_timestamp_is_403(hook: Hook, sent: dict, offset: int) -> None:
-    body = mailgun_body(mailgun_failed(sent), timestamp=int(time.time()) + offset)
+    body = mailgun_body(mailgun_failed(sent), timestamp=hook.now + offset)
     refused(hook, lambda: mailgun_post(hook.client, body), 403)
 
 
@@ -255,7 +253,7 @@ def test_resend_wrong_secret_is_401(hook: Hook, sent: dict) -> None:
 
 @pytest.mark.parametrize("offset", [-301, 301])
 def test_resend_outside_five_minutes_is_403(hook: Hook, sent: dict, offset: int) -> None:
-    stamp = int(time.time()) + offset
+    stamp = hook.now + offset
     refused(hook, lambda: resend_post(hook.client, resend_bounce(sent), timestamp=stamp), 403)
 
 
@@ -511,3 +509,50 @@ def test_a_database_failure_frees_the_mailgun_token_for_the_retry(
     retry = mailgun_post(hook.client, body)  # Mailgun retries with the same signature
     assert retry.status_code == 200 and retry.json["recorded"] == 1
     assert hook.store.find("bob@example.com").status == "complained"
+
+
+# ---- timestamps that are not numbers of seconds -------------------------------------------
+# float() reads "nan" and "inf", and NaN compares false with any window: each is refused.
+
+NON_FINITE = ["nan", "NaN", "inf", "-Infinity", "1e999"]
+
+
+@pytest.mark.parametrize("stamp", NON_FINITE)
+def test_sendgrid_non_finite_timestamp_is_refused(hook: Hook, sent: dict, stamp: str) -> None:
+    post = lambda: sendgrid_post(hook.client, sendgrid_bounce(sent), timestamp=stamp)  # noqa: E731
+    resp = refused(hook, post, 400)
+    assert "finite" in resp.json["error"]["message"]
+
+
+@pytest.mark.parametrize("stamp", NON_FINITE)
+def test_mailgun_non_finite_timestamp_is_refused(hook: Hook, sent: dict, stamp: str) -> None:
+    body = mailgun_body(mailgun_failed(sent), timestamp=stamp)
+    resp = refused(hook, lambda: mailgun_post(hook.client, body), 400)
+    assert "finite" in resp.json["error"]["message"]
+
+
+@pytest.mark.parametrize("stamp", NON_FINITE)
+def test_resend_non_finite_timestamp_is_refused(hook: Hook, sent: dict, stamp: str) -> None:
+    post = lambda: resend_post(hook.client, resend_bounce(sent), timestamp=stamp)  # noqa: E731
+    resp = refused(hook, post, 400)
+    assert "finite" in resp.json["error"]["message"]
+
+
+@pytest.mark.parametrize("stamp", ["NaN", "inf", "1e999"])
+def test_sns_non_date_timestamp_is_refused(
+    hook: Hook, sent: dict, aws: responses.RequestsMock, stamp: str
+) -> None:
+    envelope = sns_envelope(ses_bounce(sent), timestamp=stamp)
+    refused(hook, lambda: sns_post(hook.client, envelope), 400)
+
+
+@pytest.mark.parametrize(("provider", "offset"), [("sendgrid", 300), ("resend", -300)])
+def test_a_timestamp_exactly_at_the_window_edge_is_accepted(
+    hook: Hook, sent: dict, provider: str, offset: int
+) -> None:
+    """The other side of the 301 s cases: the frozen clock makes the edge exact."""
+    if provider == "sendgrid":
+        resp = sendgrid_post(hook.client, sendgrid_bounce(sent), timestamp=hook.now + offset)
+    else:
+        resp = resend_post(hook.client, resend_bounce(sent), timestamp=hook.now + offset)
+    assert resp.status_code == 200, resp.get_data(as_text=True)

@@ -15,6 +15,8 @@ import datetime as dt
 import mailbox
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +29,27 @@ from pipeline.settings import Settings
 MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
 HEAD_BYTES = 8192  # the headers of a message we wrote fit well within this
 CLOCK_SLACK = 2.0  # seconds of file-time granularity
+
+
+def make_maildir(directory: Path) -> None:
+    """Create the Maildir whole or not at all: ``tmp/``, ``new/`` and ``cur/`` are made in
+    a sibling directory that is then renamed into place. ``mailbox.Maildir(create=True)``
+    makes the top directory first, and a mail client (or a test) opening it in between
+    finds no ``cur/``. Safe when several processes create it at once: one rename wins."""
+    if (directory / "cur").is_dir():
+        return
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    try:
+        for sub in ("tmp", "new", "cur"):
+            (staging / sub).mkdir(mode=0o700)
+        try:
+            staging.rename(directory)
+        except OSError:  # it exists: made by another process meanwhile, or an old one
+            for sub in ("tmp", "new", "cur"):  # complete one left half made
+                (directory / sub).mkdir(mode=0o700, exist_ok=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class OutboxProvider(Provider):
@@ -48,8 +71,8 @@ class OutboxProvider(Provider):
     @property
     def maildir(self) -> mailbox.Maildir:
         if self._maildir is None:
-            self.directory.parent.mkdir(parents=True, exist_ok=True)
-            self._maildir = mailbox.Maildir(self.directory, factory=None, create=True)
+            make_maildir(self.directory)
+            self._maildir = mailbox.Maildir(self.directory, factory=None, create=False)
         return self._maildir
 
     @property

@@ -34,20 +34,27 @@ STATUS_BY_CODE: dict[int, Status] = {
 }
 SUPPRESS_CODES = frozenset({406})
 
-# ErrorCodes about the account or the request -> what to fix.
+# ErrorCodes about the account -> what to fix. Once fixed, sending again can work, so a
+# recipient refused with one of these is retried on the next run.
+# (Codes from postmarkapp.com/developer/api/overview#error-codes.)
 ACCOUNT_ERRORS: dict[int, str] = {
     10: f"check {SECRET}: it must be a server API token (not the account token)",
     400: "add the From address as a sender signature in Postmark",
     401: "confirm the From address's sender signature in Postmark",
-    402: "the request was not valid JSON (a bug: please report it)",
-    403: "the request JSON did not match Postmark's API (a bug: please report it)",
     405: "the Postmark account may not send (out of credits?): check its billing page",
-    409: "Postmark wants JSON (a bug: please report it)",
-    410: "more than 500 messages in one batch: lower send.batch_size",
     412: "the Postmark account is pending approval and may only send to its own domain",
-    413: "the Postmark account is pending approval: this recipient is not allowed yet",
+    413: "Postmark has stopped this account from sending (Account May Not Send): see the"
+    " account in Postmark and ask Postmark support why",
     1235: "check provider.postmark_message_stream: Postmark has no such message stream",
 }
+# ErrorCodes that say our request itself was wrong: a bug here, never retried as it is.
+REQUEST_BUGS: dict[int, str] = {
+    402: "Postmark could not read the request (Invalid JSON): a bug, please report it",
+    403: "the request did not match Postmark's API (Incompatible JSON): a bug, please report it",
+    409: "Postmark wants a JSON request (JSON required): a bug, please report it",
+    410: "more than 500 messages in one batch (Too many batch messages): a bug, please report it",
+}
+HINTS = {**ACCOUNT_ERRORS, **REQUEST_BUGS}
 
 # ErrorCode 300 is about the recipient only when it names the To field (after anymail).
 TO_ERROR = re.compile(r"^(Invalid|Error\s+parsing)\s+'To'", re.IGNORECASE)
@@ -179,6 +186,7 @@ class PostmarkProvider(HttpProvider):
         if code in STATUS_BY_CODE:
             return self.failed(m, STATUS_BY_CODE[code], text, suppress=code in SUPPRESS_CODES)
         # Account-level codes say nothing against this recipient: trying later can help.
+        # A request bug (or a code we do not know) would fail the same way again.
         return self.failed(m, Status.FAILED, f"{code}: {text}", retryable=code in ACCOUNT_ERRORS)
 
     @staticmethod
@@ -194,8 +202,8 @@ class PostmarkProvider(HttpProvider):
         for item in items:
             code = int(item.get("ErrorCode", 0) or 0)
             text = str(item.get("Message", ""))
-            if code in ACCOUNT_ERRORS or (code == 300 and not TO_ERROR.match(text)):
-                hint = ACCOUNT_ERRORS.get(code, "fix the message fields Postmark names")
+            if code in HINTS or (code == 300 and not TO_ERROR.match(text)):
+                hint = HINTS.get(code, "fix the message fields Postmark names")
                 return self.refuse(
                     response,
                     f"Postmark refused the batch (ErrorCode {code})",
@@ -213,7 +221,7 @@ class PostmarkProvider(HttpProvider):
         recipient_level = code == 406 or (code == 300 and TO_ERROR.match(self.reason(response)))
         if len(messages) == 1 and recipient_level:
             return [self.result(messages[0], body)]
-        hint = ACCOUNT_ERRORS.get(code, "fix what Postmark names in its reason")
+        hint = HINTS.get(code, "fix what Postmark names in its reason")
         raise self.refuse(response, f"Postmark refused the request (ErrorCode {code})", hint=hint)
 
     def reason_from(self, data: Any) -> str:

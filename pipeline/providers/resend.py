@@ -45,8 +45,11 @@ ACCOUNT_ERRORS: dict[str, str] = {
     "invalid_idempotent_request": "this batch was sent before with different content under the"
     " same Message-IDs: render it again unchanged, or wait 24 hours",
     "daily_quota_exceeded": "the Resend daily quota is used up: resume tomorrow or upgrade",
+    "monthly_quota_exceeded": "the Resend monthly quota is used up: resume when it renews"
+    " or upgrade the plan (resend.com/settings/billing)",
 }
-QUOTA_ERRORS = frozenset({"daily_quota_exceeded"})
+# 429 like a rate limit, but waiting seconds cannot help: stop at once (never retried here).
+QUOTA_ERRORS = frozenset({"daily_quota_exceeded", "monthly_quota_exceeded"})
 TRANSIENT_ERRORS = frozenset({"concurrent_idempotent_requests", "rate_limit_exceeded"})
 
 

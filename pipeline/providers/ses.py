@@ -2,7 +2,9 @@
 
 Requests are SigV4-signed (service ``ses``) by ``requests-aws4auth`` with the AWS
 credentials from the environment. ``Content.Simple`` carries subject, both bodies and
-our headers (``Headers``: printable ASCII, so other text is RFC 2047 encoded). SES
+our headers (``Headers``: printable ASCII, so other text is RFC 2047 encoded). From,
+To and Reply-To must be 7-bit ASCII too: display names are RFC 2047 encoded-words,
+domains IDNA (see :func:`ses_address`). SES
 replaces the Message-ID header with its own: the ``MessageId`` it answers is the
 provider id, and webhooks match on it.
 
@@ -14,13 +16,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from email.policy import SMTP
+from email.utils import formataddr, parseaddr
 from typing import Any
 
 import requests
 from requests_aws4auth import AWS4Auth
 
 from pipeline.errors import ConfigError
-from pipeline.message import Message, json_bodies
+from pipeline.message import Message, ascii_domain, json_bodies
 from pipeline.providers.base import SendResult, Status, send_in_parts
 from pipeline.providers.http import JSON_HEADERS, HttpProvider, encode_json
 from pipeline.providers.retry import Sleep
@@ -123,6 +126,9 @@ class SesProvider(HttpProvider):
 
     def _send_one(self, messages: Sequence[Message]) -> list[SendResult]:
         [m] = messages
+        if not m.to_email.rpartition("@")[0].isascii():
+            reason = "SES takes only ASCII before the @ (it has no SMTPUTF8)"
+            return [SendResult(m.message_id, m.to_email, Status.INVALID, reason=reason)]
         response = self.post(PATH, body=encode_json(self.payload(m)), headers=JSON_HEADERS)
         return [self.parse(response, m)]
 
@@ -131,8 +137,8 @@ class SesProvider(HttpProvider):
         headers = [{"Name": "Message-ID", "Value": m.message_id}]
         headers += [{"Name": k, "Value": ascii_header(v)} for k, v in m.headers.items()]
         data: dict[str, Any] = {
-            "FromEmailAddress": m.from_addr,
-            "Destination": {"ToAddresses": [m.to]},
+            "FromEmailAddress": ses_address(m.from_addr),
+            "Destination": {"ToAddresses": [ses_address(m.to_email, m.to_name)]},
             "Content": {
                 "Simple": {
                     "Subject": {"Data": m.subject, "Charset": "UTF-8"},
@@ -145,7 +151,7 @@ class SesProvider(HttpProvider):
             },
         }
         if m.reply_to:
-            data["ReplyToAddresses"] = [m.reply_to]
+            data["ReplyToAddresses"] = [ses_address(m.reply_to)]
         tags = ([("tag", m.tag)] if m.tag else []) + list(m.metadata.items())
         if tags:
             data["EmailTags"] = [
@@ -204,6 +210,22 @@ class SesProvider(HttpProvider):
             return ""
         name = str(data.get("__type") or data.get("code") or data.get("Code") or "")
         return name.rsplit("#", 1)[-1]
+
+
+def ses_address(address: str, name: str | None = None) -> str:
+    """An address as SES takes it: 7-bit ASCII only (SES has no SMTPUTF8).
+
+    A non-ASCII display name becomes an RFC 2047 encoded-word (``email.utils.formataddr``
+    encodes it; sending it raw makes SES refuse the message) and an international
+    domain its IDNA form. ``address`` is a bare address with ``name``, or (``name``
+    None) a formatted one such as ``site.from``.
+    """
+    if name is None:
+        name, address = parseaddr(address)
+    local, _, domain = address.rpartition("@")
+    if not local.isascii():
+        return address  # refused by SES: SendEmail names the address (see _send_one)
+    return formataddr((name, f"{local}@{ascii_domain(domain)}"), charset="utf-8")
 
 
 def ascii_header(value: str) -> str:

@@ -2,7 +2,13 @@
 
 * ``smtp://user:pass@host:587`` - STARTTLS when the server offers it, then AUTH;
 * ``smtps://user:pass@host:465`` - TLS from the first byte;
-* ``smtp://127.0.0.1:1025`` - no TLS offered, no credentials: local test servers.
+* ``smtp://127.0.0.1:1025`` - no TLS offered, no credentials: local test servers;
+* ``smtp+insecure://user:pass@host:25`` - AUTH even without TLS (credentials in clear).
+
+Credentials never cross the network in clear text by accident: when the server offers
+no STARTTLS, ``smtp://`` logs in only over a loopback connection (a relay on this
+machine) and otherwise refuses before sending AUTH; ``smtp+insecure://`` says that the
+author accepts the risk (a trusted private network).
 
 One connection is reused for many messages and across batches, and reopened when it
 drops. Each message is one MAIL/RCPT/DATA transaction of :func:`pipeline.message.to_bytes`
@@ -17,6 +23,7 @@ it. It is not sent again; SMTP has no way to ask, so the author decides.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import re
 import smtplib
 import ssl
@@ -42,6 +49,12 @@ STATUS_BY_CODE: dict[int, Status] = {
     554: Status.REJECTED,  # transaction failed
     501: Status.INVALID,  # syntax error in the address
 }
+
+
+class PlainAuthRefused(smtplib.SMTPException):
+    """AUTH would go over a connection without TLS to another machine."""
+
+
 # What the user must fix when connecting fails this way (the rest is retried).
 CONNECT_ERRORS: tuple[tuple[type[Exception], str, str], ...] = (
     (
@@ -53,6 +66,12 @@ CONNECT_ERRORS: tuple[tuple[type[Exception], str, str], ...] = (
         smtplib.SMTPNotSupportedError,
         "the SMTP server offers no AUTH",
         "use smtps://, a server that offers STARTTLS, or no credentials in SMTP_URL",
+    ),
+    (
+        PlainAuthRefused,
+        "the SMTP server offers no STARTTLS: not sending the password in clear text",
+        "use smtps:// (port 465) or a server that offers STARTTLS; on a network you trust,"
+        " smtp+insecure:// sends the login without TLS",
     ),
     (
         ssl.SSLError,
@@ -78,6 +97,7 @@ class SmtpTarget:
     username: str = ""
     password: str = field(default="", repr=False)
     implicit_tls: bool = False
+    insecure: bool = False  # smtp+insecure://: AUTH allowed without TLS
 
     @property
     def where(self) -> str:
@@ -93,9 +113,9 @@ def parse_smtp_url(url: str) -> SmtpTarget:
         raise ConfigError(
             f"{SECRET} is not a valid URL", hint="use smtp://user:pass@host:587 or smtps://...:465"
         ) from exc
-    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+    if parts.scheme not in ("smtp", "smtps", "smtp+insecure") or not parts.hostname:
         raise ConfigError(
-            f"{SECRET} must start with smtp:// or smtps:// and name a host",
+            f"{SECRET} must start with smtp://, smtps:// or smtp+insecure:// and name a host",
             hint="e.g. smtp://user:pass@smtp.example.com:587 (percent-encode @ : / in a password)",
         )
     username = unquote(parts.username or "")
@@ -107,7 +127,18 @@ def parse_smtp_url(url: str) -> SmtpTarget:
         username=username,
         password=unquote(parts.password or ""),
         implicit_tls=implicit_tls,
+        insecure=parts.scheme == "smtp+insecure",
     )
+
+
+def on_loopback(conn: smtplib.SMTP) -> bool:
+    """Whether the connection's peer is this machine (127.0.0.0/8, ::1): what it carries
+    never crosses a network. Decided by the socket's peer address, not by the name."""
+    try:
+        peer = conn.sock.getpeername()[0] if conn.sock else ""
+        return ipaddress.ip_address(peer.split("%", 1)[0]).is_loopback
+    except (OSError, ValueError):
+        return False
 
 
 class SmtpReply(Exception):
@@ -274,13 +305,19 @@ class SmtpProvider(Provider):
         return conn
 
     def _greet(self, conn: smtplib.SMTP) -> None:
-        """EHLO, STARTTLS when offered (not for smtps://), then AUTH when configured."""
+        """EHLO, STARTTLS when offered (not for smtps://), then AUTH when configured:
+        never in clear text to another machine unless SMTP_URL says smtp+insecure://."""
         conn.ehlo()
-        if not self.target.implicit_tls and conn.has_extn("starttls"):
+        encrypted = self.target.implicit_tls
+        if not encrypted and conn.has_extn("starttls"):
             conn.starttls(context=ssl.create_default_context())
             conn.ehlo()
-        if self.target.username:
-            conn.login(self.target.username, self.target.password)
+            encrypted = True
+        if not self.target.username:
+            return
+        if not (encrypted or self.target.insecure or on_loopback(conn)):
+            raise PlainAuthRefused(f"{self.target.where} offered no STARTTLS")
+        conn.login(self.target.username, self.target.password)
 
     def _connect_error(self, exc: Exception) -> Exception:
         """Login and TLS problems need the user; anything else may pass: retry it."""
