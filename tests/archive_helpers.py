@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from click.testing import CliRunner, Result
+from helpers import read_outbox
 
 from pipeline.cli import cli
 from pipeline.send import Outcome
 from pipeline.settings import Settings
 from subscribers.ledger import Ledger
 from subscribers.store import Consent, NewSubscriber, Store
-from subscribers.testing import read_outbox
 from subscribers.tokens import subscriber_token
 
 CONSENT = Consent(kind="import", source="archive test", wording="test readers")

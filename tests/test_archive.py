@@ -21,10 +21,10 @@ from archive_helpers import (
     update_module,
     write_module,
 )
+from helpers import set_site
 
 from pipeline.archive import select_issues
 from pipeline.settings import Settings, load_settings
-from subscribers.testing import set_site
 
 HINGE = "Master the Hip Hinge To Protect and Strengthen Your Lower Back"
 OFFER = "The Bulletproof Back: 8-Week Coaching Program"
