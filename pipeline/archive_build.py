@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.archive import FEED, LATEST, Selection, Site
+from pipeline.archive_feed import FEED_ENTRIES
 from pipeline.archive_render import Issue
 from pipeline.errors import PipelineError
 from pipeline.settings import Settings
@@ -71,8 +72,10 @@ def build(
     cached: dict[str, dict[str, Any]] = old.get("issues", {})
     issues: dict[str, dict[str, Any]] = {}
     try:
-        for issue in site.issues:
-            issues[issue.slug] = _issue(site, writer, issue, cached.get(issue.slug), report)
+        for n, issue in enumerate(site.issues):
+            in_feed = n < FEED_ENTRIES  # the feed carries the article of these
+            found = _issue(site, writer, issue, cached.get(issue.slug), report, in_feed)
+            issues[issue.slug] = found
             if progress:
                 progress(1)
         for path, html in site.index_pages().items():
@@ -93,12 +96,18 @@ def build(
 
 
 def _issue(
-    site: Site, writer: Writer, issue: Issue, cached: dict[str, Any] | None, report: Report
+    site: Site,
+    writer: Writer,
+    issue: Issue,
+    cached: dict[str, Any] | None,
+    report: Report,
+    in_feed: bool,
 ) -> dict[str, Any]:
-    """Write one issue's page and images, rendering it only when something changed."""
+    """Write one issue's page and images, rendering it only when something changed.
+    Returns what the manifest keeps of it (its article only while it is in the feed)."""
     settings = site.settings
     newer, older = site.neighbours(issue)
-    if not _usable(cached):
+    if not _usable(cached) or (in_feed and "content" not in cached):  # type: ignore[operator]
         cached = None
     images = list(cached["images"]) if cached else []
     fingerprint = _fingerprint(site.renderer.key, settings, issue, newer, older, images)
@@ -106,7 +115,7 @@ def _issue(
         for ref in images:
             image = site.image(issue, ref)
             writer.copy(image.path, image.source)  # type: ignore[arg-type]
-        return cached
+        return cached if in_feed else _without_content(cached)
     rendered = site.rendered(issue)
     report.rendered += 1
     writer.text(issue.page, rendered.html.encode())
@@ -114,18 +123,23 @@ def _issue(
         image = site.image(issue, ref)
         writer.copy(image.path, image.source)  # type: ignore[arg-type]
     images = list(rendered.images)
-    return {
+    record = {
         "fingerprint": _fingerprint(site.renderer.key, settings, issue, newer, older, images),
         "images": images,
         "content": rendered.content,
     }
+    return record if in_feed else _without_content(record)
+
+
+def _without_content(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != "content"}
 
 
 def _usable(cached: object) -> bool:
     return (
         isinstance(cached, dict)
         and isinstance(cached.get("fingerprint"), str)
-        and isinstance(cached.get("content"), str)
+        and isinstance(cached.get("content", ""), str)
         and isinstance(cached.get("images"), list)
         and all(isinstance(ref, str) and _safe(ref) for ref in cached["images"])
     )
@@ -166,6 +180,7 @@ class Writer:
         self.files: dict[str, dict[str, Any]] = {}
         self.written: list[str] = []
         self.unchanged = 0
+        self.folders: set[Path] = set()  # made already
 
     def _intact(self, path: str, record: dict[str, Any] | None) -> bool:
         if record is None:
@@ -191,8 +206,7 @@ class Writer:
         if old and old.get("sha256") == record["sha256"] and self._intact(path, old):
             self.unchanged += 1
             return
-        _replace(self.out / path, lambda tmp: tmp.write_bytes(data))
-        self.written.append(path)
+        self._put(path, lambda tmp: tmp.write_bytes(data))
 
     def copy(self, path: str, source: Path) -> None:
         if path in self.files:  # the same image used twice
@@ -204,7 +218,14 @@ class Writer:
         if old and old.get("source") == record["source"] and self._intact(path, old):
             self.unchanged += 1
             return
-        _replace(self.out / path, lambda tmp: shutil.copyfile(source, tmp))
+        self._put(path, lambda tmp: shutil.copyfile(source, tmp))
+
+    def _put(self, path: str, write: Callable[[Path], object]) -> None:
+        target = self.out / path
+        if target.parent not in self.folders:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.folders.add(target.parent)
+        _replace(target, write)
         self.written.append(path)
 
     def remove_stale(self) -> list[str]:
@@ -237,7 +258,7 @@ def _prune(folder: Path, root: Path) -> None:
 
 
 def _replace(target: Path, write: Callable[[Path], object]) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``target`` through a temporary file beside it (its folder exists)."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
@@ -268,6 +289,7 @@ def _load_manifest(out: Path) -> dict[str, Any]:
 
 
 def _save_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
     data = json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False).encode()
     with contextlib.suppress(OSError):
         if (out / MANIFEST).read_bytes() == data:
