@@ -6,30 +6,21 @@ are worth a look (a long subject, an email getting close to Gmail's clipping siz
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.check_email import email_problems, palette_problems
 from pipeline.content import ContentModule, load_module
 from pipeline.errors import LocatedError
 from pipeline.markdown import Ref, is_remote, is_safe_link
+from pipeline.problems import Problem
 from pipeline.render import compile_campaign, template_env
 from pipeline.settings import Settings
+
+__all__ = ["Problem", "check_module", "check_paths", "check_templates"]
 
 SUBJECT_MAX = 78
 HTML_WARN = 90 * 1024
 HTML_MAX = 102 * 1024  # Gmail clips above ~102 KB and hides the unsubscribe link
-
-
-@dataclass(frozen=True, order=True)
-class Problem:
-    path: str
-    line: int
-    level: str  # "error" | "warning"
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.path}:{self.line}" if self.line else self.path
-        return f"{where}: {self.level}: {self.message}"
 
 
 def check_paths(settings: Settings, paths: list[Path]) -> list[Problem]:
@@ -52,7 +43,7 @@ def check_templates(settings: Settings) -> list[Problem]:
             line = getattr(exc, "lineno", 0) or 0
             path = str(settings.templates_dir / "email" / name)
             problems.append(Problem(path, line, "error", getattr(exc, "message", str(exc))))
-    return problems
+    return problems + palette_problems(settings)
 
 
 def check_module(settings: Settings, path: Path) -> list[Problem]:
@@ -63,7 +54,7 @@ def check_module(settings: Settings, path: Path) -> list[Problem]:
         return [Problem(exc.path, exc.line or 0, "error", exc.detail)]
     problems = _front_matter(settings, module) + _body(settings, module, compiled.body.refs)
     problems += _size(module, compiled.html_size)
-    return problems
+    return problems + email_problems(settings, compiled)
 
 
 def _front_matter(settings: Settings, module: ContentModule) -> list[Problem]:

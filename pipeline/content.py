@@ -66,6 +66,8 @@ class ContentModule:
     url: str = ""
     image: str = ""
     image_alt: str = ""
+    image_width: int = 0  # px, for a remote image (local ones are measured from the file)
+    image_height: int = 0
     cta_text: str = ""
     cta_url: str = ""
     price: str = ""
@@ -123,6 +125,12 @@ def _image(value: Any) -> str:
     return ref
 
 
+def _pixels(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 10_000:
+        raise ValueError(f"expected a whole number of pixels, got {value!r}")
+    return value
+
+
 def _flag(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {value!r}")
@@ -140,6 +148,8 @@ PROCESSORS: dict[str, Callable[[Any], Any]] = {
     "url": _web_url,
     "image": _image,
     "image_alt": _text,
+    "image_width": _pixels,
+    "image_height": _pixels,
     "cta_text": _text,
     "cta_url": _web_url,
     "price": _text,
@@ -229,6 +239,8 @@ def load_module(path: Path, settings: Settings) -> ContentModule:
         url=values.get("url", ""),
         image=values.get("image", ""),
         image_alt=values.get("image_alt", ""),
+        image_width=values.get("image_width", 0),
+        image_height=values.get("image_height", 0),
         cta_text=values.get("cta_text", ""),
         cta_url=values.get("cta_url", ""),
         price=values.get("price", ""),
@@ -264,6 +276,15 @@ def _require(path: Path, values: dict[str, Any], lines: dict[str, int], settings
     if values.get("image") and not values.get("image_alt"):
         raise ContentError(
             str(path), lines["image"], "image_alt: required when image is set (describe the image)"
+        )
+    for key, other in (("image_width", "image_height"), ("image_height", "image_width")):
+        if key in values and other not in values:
+            raise ContentError(str(path), lines[key], f"{other}: required when {key} is set")
+    if "image_width" in values and not values.get("image"):
+        raise ContentError(
+            str(path),
+            lines["image_width"],
+            "image_width: only used with image; add image or remove it",
         )
     if values["kind"] == "offer":
         for key in ("cta_text", "cta_url"):

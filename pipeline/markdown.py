@@ -18,6 +18,9 @@ from urllib.parse import urlsplit
 
 import pyromark
 
+from pipeline.images import Size
+from pipeline.textpart import fill, underline
+
 SAFE_SCHEMES = ("http", "https", "mailto")
 WRAP = 72
 OPTIONS = pyromark.Options.ENABLE_STRIKETHROUGH
@@ -30,7 +33,8 @@ class Ref:
     kind: str  # "link" | "image"
     target: str
     line: int
-    alt: str = ""
+    alt: str = ""  # an image's alt text
+    text: str = ""  # a link's text
 
 
 @dataclass
@@ -38,6 +42,7 @@ class Body:
     mjml: str
     text: str
     refs: list[Ref] = field(default_factory=list)
+    headings: list[tuple[int, int]] = field(default_factory=list)  # (level, line) in order
 
 
 @dataclass(slots=True)
@@ -58,14 +63,42 @@ def is_remote(src: str) -> bool:
 
 
 def render_body(
-    source: str, *, first_line: int = 1, asset_url: Callable[[str], str] = lambda s: s
+    source: str,
+    *,
+    first_line: int = 1,
+    asset_url: Callable[[str], str] = lambda s: s,
+    image_size: Callable[[str], Size | None] = lambda s: None,
 ) -> Body:
-    """Render a Markdown body. ``first_line`` is the file line where the body starts."""
+    """Render a Markdown body. ``first_line`` is the file line where the body starts;
+    ``image_size`` gives an image's pixel size (None when unknown) for its width/height."""
     root, refs = parse(source, first_line)
-    return Body(mjml=MjmlWriter(asset_url).blocks(root.children), text=to_text(root), refs=refs)
+    writer = MjmlWriter(asset_url, image_size)
+    headings = [(int(n.attrs["level"][1]), n.line) for n in _headings(root)]
+    return Body(writer.blocks(root.children), to_text(root), refs, headings)
+
+
+def _headings(node: Node) -> list[Node]:
+    """The headings under ``node``, in order (they sit at the top or in quotes and lists)."""
+    found = []
+    for child in node.children:
+        if child.kind == "Heading":
+            found.append(child)
+        elif child.kind in ("BlockQuote", "List", "Item"):
+            found += _headings(child)
+    return found
 
 
 # --- parsing: events -> tree -------------------------------------------------------------
+
+
+def _newlines(data: bytes) -> list[int]:
+    """Byte offsets of every line break (bytes.find: ~20x faster than a Python loop)."""
+    found = []
+    index = data.find(b"\n")
+    while index >= 0:
+        found.append(index)
+        index = data.find(b"\n", index + 1)
+    return found
 
 
 def _tag(value: Any) -> tuple[str, dict[str, Any]]:
@@ -81,10 +114,11 @@ def _tag(value: Any) -> tuple[str, dict[str, Any]]:
 def parse(source: str, first_line: int = 1) -> tuple[Node, list[Ref]]:
     """The body as a tree, plus every link and image with its file line."""
     data = source.encode("utf-8")
-    newlines = [i for i, byte in enumerate(data) if byte == 10]
+    newlines = _newlines(data)
     root = Node("Root")
     stack = [root]
     refs: list[Ref] = []
+    open_refs: list[int] = []  # indexes in refs of the links and images not closed yet
     for event, span in pyromark.events_with_range(source, options=OPTIONS, merge_text=True):
         line = first_line + bisect.bisect_right(newlines, span["start"] - 1)
         if isinstance(event, str):  # SoftBreak, HardBreak, Rule
@@ -97,11 +131,17 @@ def parse(source: str, first_line: int = 1) -> tuple[Node, list[Ref]]:
             stack[-1].children.append(node)
             stack.append(node)
             if name in ("Link", "Image"):
+                open_refs.append(len(refs))
                 refs.append(Ref(name.lower(), attrs.get("dest_url", ""), line))
         elif kind == "End":
             node = stack.pop()
-            if node.kind == "Image":
-                refs[-1] = Ref("image", refs[-1].target, refs[-1].line, alt=plain(node))
+            if node.kind in ("Image", "Link"):
+                index = open_refs.pop()
+                ref = refs[index]
+                if node.kind == "Image":
+                    refs[index] = Ref("image", ref.target, ref.line, alt=plain(node))
+                else:
+                    refs[index] = Ref("link", ref.target, ref.line, text=plain(node))
         else:  # Text, Code, Html, InlineHtml, ...
             stack[-1].children.append(Node(kind, text=value, line=line))
     return root, refs
@@ -125,8 +165,13 @@ BLOCK_TAGS = {"Paragraph": "p", "BlockQuote": "blockquote", "Item": "li"}
 class MjmlWriter:
     """Top-level blocks become mj-text runs; lone images mj-image; rules mj-divider."""
 
-    def __init__(self, asset_url: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        asset_url: Callable[[str], str],
+        image_size: Callable[[str], Size | None] = lambda s: None,
+    ) -> None:
         self.asset_url = asset_url
+        self.image_size = image_size
 
     def blocks(self, nodes: list[Node]) -> str:
         out: list[str] = []
@@ -145,7 +190,8 @@ class MjmlWriter:
     def block(self, node: Node) -> str:
         kind = node.kind
         if kind == "Heading":
-            level = node.attrs["level"][1]
+            # The email's title is its one <h1>: a '#' heading in the body becomes <h2>.
+            level = max(2, int(node.attrs["level"][1]))
             return f"<h{level}>{self.inline(node.children)}</h{level}>\n"
         if kind == "List":
             start = node.attrs.get("value")
@@ -209,7 +255,9 @@ class MjmlWriter:
         alt = escape(plain(node))
         if "://" in src and not is_remote(src):
             return alt
-        return f'<img src="{escape(self.asset_url(src))}" alt="{alt}" class="inline-image">'
+        size = self.image_size(src)
+        dims = f' width="{size.fit().width}" height="{size.fit().height}"' if size else ""
+        return f'<img src="{escape(self.asset_url(src))}" alt="{alt}"{dims} class="inline-image">'
 
     def mj_image(self, node: Node) -> str:
         src = node.attrs.get("dest_url", "")
@@ -217,9 +265,11 @@ class MjmlWriter:
             return ""
         title = node.attrs.get("title")
         title_attr = f' title="{escape(title)}"' if title else ""
+        size = self.image_size(src)
+        dims = f' width="{size.fit().width}px" height="{size.fit().height}px"' if size else ""
         return (
             f'<mj-image src="{escape(self.asset_url(src))}" alt="{escape(plain(node))}"'
-            f'{title_attr} fluid-on-mobile="true" />'
+            f'{title_attr}{dims} css-class="nl-image" fluid-on-mobile="true" />'
         )
 
 
@@ -256,7 +306,7 @@ def _text_block(node: Node, indent: str) -> str:
         title = _text_inline(node.children).strip()
         level = node.attrs["level"][1]
         if level in "12":
-            return f"{title}\n{('=' if level == '1' else '-') * len(title)}"
+            return underline(title, "=" if level == "1" else "-")
         return f"{'#' * int(level)} {title}"
     if kind == "List":
         return _text_list(node, indent)
@@ -302,15 +352,9 @@ def _text_item(item: Node, indent: str, marker: str) -> str:
 
 def _wrap(text: str, first: str, rest: str) -> str:
     lines: list[str] = []
+    width = max(WRAP, len(rest) + 20)
     for n, para in enumerate(text.split("\n")):
-        lines += textwrap.wrap(
-            para,
-            max(WRAP, len(rest) + 20),
-            initial_indent=first if n == 0 else rest,
-            subsequent_indent=rest,
-            break_long_words=False,
-            break_on_hyphens=False,
-        ) or [rest.rstrip()]
+        lines += fill(para, width, first if n == 0 else rest, rest) or [rest.rstrip()]
     return "\n".join(lines)
 
 

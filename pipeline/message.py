@@ -98,6 +98,17 @@ def json_bodies(msg: Message) -> tuple[object, object]:
     return html, text
 
 
+def date_header(when: float | None = None) -> str:
+    """RFC 5322 date with a numeric zone, e.g. ``Tue, 24 Nov 2026 09:30:00 +0100``
+    (the obsolete ``GMT`` form is what spam filters score)."""
+    return _date_at(int(time.time() if when is None else when))
+
+
+@functools.lru_cache(maxsize=4)
+def _date_at(second: int) -> str:
+    return formatdate(second, localtime=True)
+
+
 def make_message_id(domain: str) -> str:
     """A unique Message-ID on our own domain."""
     return f"<{uuid.uuid4().hex}.{int(time.time())}@{domain}>"
@@ -109,7 +120,7 @@ def to_mime(msg: Message) -> EmailMessage:
     mime["From"] = msg.from_addr
     mime["To"] = to_address(msg)
     mime["Subject"] = msg.subject
-    mime["Date"] = formatdate(localtime=False, usegmt=True)
+    mime["Date"] = date_header()
     mime["Message-ID"] = msg.message_id
     if msg.reply_to:
         mime["Reply-To"] = msg.reply_to
@@ -133,7 +144,7 @@ def to_bytes(msg: Message) -> bytes:
         f"From: {_encoded('From', msg.from_addr)}",
         f"To: {_to_header(msg)}",
         f"Subject: {_encoded('Subject', msg.subject)}",
-        f"Date: {formatdate(localtime=False, usegmt=True)}",
+        f"Date: {date_header()}",
         f"Message-ID: {_one_line(msg.message_id)}",
     ]
     if msg.reply_to:

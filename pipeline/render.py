@@ -25,9 +25,13 @@ from markupsafe import Markup
 
 from pipeline.content import ContentModule
 from pipeline.errors import TemplateError
+from pipeline.images import Size, image_size
 from pipeline.markdown import Body, is_remote, render_body
 from pipeline.message import Message
+from pipeline.message_ids import CampaignIds, MessageIds
+from pipeline.palette import load_palette
 from pipeline.settings import Settings
+from pipeline.textpart import underline, wrap_text
 
 PERSONAL_FIELDS = (
     "first_name",
@@ -35,12 +39,16 @@ PERSONAL_FIELDS = (
     "email",
     "unsubscribe_url",
     "preferences_url",
-    "view_online_url",
 )
 MARKER = "%%nl:{}%%"
 ENCODINGS = frozenset({"json", "mime"})
 MARKER_RE = re.compile(r"%%nl:([a-z_]+)%%")
 INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+# The inbox row shows the preheader and then whatever text comes next in the email
+# ("View in your browser ..."); invisible characters after it fill the row instead.
+PREVIEW_CHARS = 150
+PREHEADER_PAD = "&#847;&zwnj;&nbsp;"
+HYPHENATED_RE = re.compile(r"(?<![\w-])(\w+(?:-\w+)+)(?![\w-])")
 
 
 class _Personal:
@@ -65,12 +73,48 @@ class Recipient:
 @functools.lru_cache(maxsize=8)
 def template_env(templates_dir: Path) -> jinja2.Environment:
     """Jinja environment for ``templates/email``: strict, HTML-escaped for .mjml.j2."""
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir / "email"),
         undefined=jinja2.StrictUndefined,
         autoescape=jinja2.select_autoescape(enabled_extensions=("mjml.j2", "html.j2")),
         keep_trailing_newline=True,
     )
+    env.filters["underline"] = underline
+    env.filters["nobreak_hyphens"] = nobreak_hyphens
+    return env
+
+
+def nobreak_hyphens(text: str) -> Markup:
+    """Short hyphenated words kept on one line ("8-Week" never breaks as "8-" / "Week")."""
+
+    def keep(found: re.Match[str]) -> str:
+        word = found.group(1)
+        return f'<span style="white-space:nowrap">{word}</span>' if len(word) <= 14 else word
+
+    return Markup(HYPHENATED_RE.sub(keep, str(escape(text, quote=False))))
+
+
+def preheader_pad(preheader: str) -> Markup:
+    """Zero-width and no-break spaces after the preheader, up to ~150 characters."""
+    return Markup(PREHEADER_PAD * max(0, PREVIEW_CHARS - len(preheader)))
+
+
+def style_context(settings: Settings, preheader: str) -> dict[str, Any]:
+    """What every email template needs for its look: the palette and the preheader pad."""
+    palette = load_palette(settings.templates_dir)
+    return {
+        "color": palette.light,
+        "dark": palette.dark,
+        "preheader_pad": preheader_pad(preheader),
+    }
+
+
+def web_version_url(settings: Settings, slug: str) -> str:
+    """Where "View in your browser" goes: the web version of the email.
+
+    Today the web app's ``/view/<slug>``; the one place to change when the public
+    archive takes over."""
+    return f"{settings.base_url}/view/{slug}"
 
 
 def render_template(settings: Settings, name: str, context: dict[str, Any]) -> str:
@@ -84,7 +128,8 @@ def render_template(settings: Settings, name: str, context: dict[str, Any]) -> s
     except jinja2.TemplateNotFound as exc:
         path = str(settings.templates_dir / "email" / exc.name)
         raise TemplateError(path, None, "template not found") from exc
-    except jinja2.UndefinedError as exc:
+    except (jinja2.UndefinedError, jinja2.TemplateRuntimeError) as exc:
+        # e.g. an unknown filter inside an {% if %}: Jinja only finds it when it runs
         path, line = _template_frame(exc, settings.templates_dir / "email" / name)
         raise TemplateError(path, line, exc.message or "undefined value") from exc
 
@@ -108,6 +153,43 @@ def compile_mjml(source: str, origin: str) -> str:
     except Exception as exc:  # noqa: BLE001 - MRML raises plain exceptions
         raise TemplateError(origin, None, f"MJML: {exc}") from exc
     return INLINER.inline(html)
+
+
+def compile_email(settings: Settings, source: str, origin: str) -> str:
+    """MJML -> HTML, CSS inlined, then the dark-mode styles added to the head as they
+    are (they must stay a <style> block; MRML and the inliner never see them)."""
+    html = compile_mjml(source, origin)
+    css = dark_mode_css(settings)
+    head_end = html.find("</head>")
+    if not css or head_end < 0:
+        return html
+    return f"{html[:head_end]}<style>{css}</style>{html[head_end:]}"
+
+
+# (id(template), id(palette)) -> (template, palette, css): both kept alive, so an id is
+# never reused while cached; a changed file gives a new template or palette object.
+_DARK_CSS: dict[tuple[int, int], tuple[object, object, str]] = {}
+
+
+def dark_mode_css(settings: Settings) -> str:
+    """The dark-mode CSS of every email (``templates/email/dark.css.j2`` with the
+    palette's ``[dark]`` colours), rendered once per version of those two files."""
+    palette = load_palette(settings.templates_dir)
+    name = "dark.css.j2"
+    try:
+        template = template_env(settings.templates_dir).get_template(name)
+    except jinja2.TemplateNotFound:
+        return ""  # templates from before dark mode: the email stays light only
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(exc.filename or name, exc.lineno, exc.message or "syntax") from exc
+    key = (id(template), id(palette))
+    hit = _DARK_CSS.get(key)
+    if hit is None:
+        css = " ".join(render_template(settings, name, {"dark": palette.dark}).split())
+        if len(_DARK_CSS) > 16:
+            _DARK_CSS.clear()
+        hit = _DARK_CSS[key] = (template, palette, css)
+    return hit[2]
 
 
 class Template:
@@ -222,8 +304,7 @@ class Compiled:
             f"<{links['unsubscribe_url']}>, <mailto:{s.unsubscribe_email}"
             f"?subject=unsubscribe%20{recipient.token}>"
         )
-        module = self.module
-        mid = message_id or f"<{module.slug}.{module.topic}.{recipient.id}@{s.site_domain}>"
+        mid = message_id or self.message_ids.make(recipient.id)
         return Message(
             to_email=recipient.email,
             to_name=recipient.name,
@@ -256,8 +337,13 @@ class Compiled:
         return {
             "unsubscribe_url": f"{base}/unsubscribe/{token}",
             "preferences_url": f"{base}/preferences/{token}",
-            "view_online_url": self.module.url or f"{base}/view/{self.module.slug}",
         }
+
+    @functools.cached_property
+    def message_ids(self) -> CampaignIds:
+        """Message-IDs of this campaign (the key is read on first use, not at compile)."""
+        ids = MessageIds(self.settings.secret_key(), self.settings.site_domain)
+        return ids.for_campaign(self.module.slug, self.module.topic)
 
 
 def _json_values(values: dict[str, str]) -> dict[str, bytes]:
@@ -266,6 +352,25 @@ def _json_values(values: dict[str, str]) -> dict[str, bytes]:
 
 def _qp_values(values: dict[str, str]) -> dict[str, bytes]:
     return {k: qp_inner(v) for k, v in values.items()}
+
+
+def image_sizer(settings: Settings) -> Callable[[str], Size | None]:
+    """The pixel size of a local image under content/ (None for remote ones)."""
+
+    def size(ref: str) -> Size | None:
+        return None if is_remote(ref) else image_size(settings.content_dir / ref)
+
+    return size
+
+
+def hero_size(module: ContentModule, settings: Settings) -> Size | None:
+    """The hero's display size: measured from a local file, else from the front matter."""
+    if not module.image:
+        return None
+    if module.image_width:
+        return Size(module.image_width, module.image_height).fit()
+    found = image_sizer(settings)(module.image)
+    return found.fit() if found else None
 
 
 def asset_resolver(settings: Settings, *, preview: bool) -> Callable[[str], str]:
@@ -302,14 +407,24 @@ def compile_campaign(
     (``preview``), or wherever ``assets`` says (the studio serves them itself).
     """
     resolve = assets or asset_resolver(settings, preview=preview)
-    body = render_body(module.body, first_line=module.body_line, asset_url=resolve)
+    body = render_body(
+        module.body,
+        first_line=module.body_line,
+        asset_url=resolve,
+        image_size=image_sizer(settings),
+    )
+    hero = hero_size(module, settings)
     context = {
+        **style_context(settings, module.preheader),
         "subject": module.subject,
         "preheader": module.preheader,
         "title": module.title,
         "url": module.url,
         "image": resolve(module.image) if module.image else "",
         "image_alt": module.image_alt,
+        "image_width": hero.width if hero else 0,
+        "image_height": hero.height if hero else 0,
+        "view_url": web_version_url(settings, module.slug),
         "cta_text": module.cta_text,
         "cta_url": module.cta_url,
         "price": module.price,
@@ -320,10 +435,11 @@ def compile_campaign(
     }
     html_context = {**context, "body": Markup(body.mjml), "p": _Personal(True)}
     mjml_src = render_template(settings, f"{module.kind}.mjml.j2", html_context)
-    html = compile_mjml(mjml_src, str(module.path))
+    html = compile_email(settings, mjml_src, str(module.path))
     text = render_template(
         settings, f"{module.kind}.txt.j2", {**context, "body": body.text, "p": _Personal(False)}
     )
+    text = wrap_text(text)
     return Compiled(
         module=module,
         settings=settings,

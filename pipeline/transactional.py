@@ -6,8 +6,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from pipeline.message import Message, make_message_id
-from pipeline.render import compile_mjml, render_template, static_headers
+from pipeline.render import compile_email, render_template, static_headers, style_context
 from pipeline.settings import Settings
+from pipeline.textpart import wrap_text
 
 
 def confirmation_message(
@@ -21,9 +22,11 @@ def confirmation_message(
 ) -> Message:
     """The double opt-in email. ``topics`` are topic keys; shown by display name."""
     first = name.split()[0] if name.strip() else "there"
+    preheader = "One click to confirm, and you're on the list."
     context = {
+        **style_context(settings, preheader),
         "subject": f"Confirm your subscription to {settings.site_name}",
-        "preheader": "One click to confirm, and you're on the list.",
+        "preheader": preheader,
         "site_name": settings.site_name,
         "site_url": settings.site_url,
         "postal_address": settings.postal_address,
@@ -35,8 +38,9 @@ def confirmation_message(
         "confirm_url": confirm_url,
         "p": SimpleNamespace(first_name=first, unsubscribe_url=unsubscribe_url),
     }
-    html = compile_mjml(render_template(settings, "confirm.mjml.j2", context), "confirm.mjml.j2")
-    text = render_template(settings, "confirm.txt.j2", context)
+    source = render_template(settings, "confirm.mjml.j2", context)
+    html = compile_email(settings, source, "confirm.mjml.j2")
+    text = wrap_text(render_template(settings, "confirm.txt.j2", context))
     headers: dict[str, str] = {}
     if unsubscribe_url:
         headers = static_headers(settings, "confirm", "confirm")

@@ -24,7 +24,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from pipeline.providers.webhook_events import Event, EventType, our_message_id
+from pipeline.message_ids import MessageIds
+from pipeline.providers.webhook_events import Event, EventType
 from subscribers import schema as s
 from subscribers.store import Store, _hash_of
 
@@ -209,10 +210,12 @@ class EventLog:
 class Feedback:
     """Applies provider events to the list: suppress, unsubscribe, record."""
 
-    def __init__(self, store: Store, *, site_domain: str, soft_bounce_limit: int = 3) -> None:
+    def __init__(
+        self, store: Store, *, message_ids: MessageIds, soft_bounce_limit: int = 3
+    ) -> None:
         self.store = store
         self.log = EventLog(store)
-        self.site_domain = site_domain
+        self.message_ids = message_ids
         self.soft_bounce_limit = max(1, soft_bounce_limit)
 
     def apply(self, event: Event) -> bool:
@@ -236,7 +239,7 @@ class Feedback:
         return Target(target.campaign_id, target.subscriber_id, self._email(event, target))
 
     def _from_message_id(self, event: Event) -> Target | None:
-        ours = our_message_id(event.message_id, self.site_domain)
+        ours = self.message_ids.parse(event.message_id)
         if ours is None:
             return None
         sid = self._known(ours.subscriber_id)

@@ -1,8 +1,9 @@
-"""``/view/<slug>``: "view in your browser" for a module without a ``url`` of its own.
+"""``/view/<slug>``: the web version of an email, where "View in your browser" goes.
 
 It shows a content module as its email, with the personal links turned into links to
 the signup page, once it has been sent to someone (a draft is never public). Images
-are served by ``/media/`` in ``subscribers.web``.
+are served by ``/media/`` in ``subscribers.web``. The link itself comes from
+:func:`pipeline.render.web_version_url`.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ def view(slug: str) -> Any:
             "email": "",
             "unsubscribe_url": signup,
             "preferences_url": signup,
-            "view_online_url": f"{settings.base_url}/view/{module.slug}",
         }
     )
     return html, 200, {"Content-Type": "text/html; charset=utf-8"}

@@ -24,6 +24,7 @@ from typing import Any
 from flask import Blueprint, current_app, request
 from werkzeug.exceptions import HTTPException, NotFound
 
+from pipeline.message_ids import MessageIds
 from pipeline.providers.webhook_events import (
     WEBHOOKS,
     Malformed,
@@ -62,7 +63,8 @@ class WebhookState:
         settings: Settings = services.settings
         store: Store = services.store
         limit = int(settings.provider_options.get("soft_bounce_limit", 3))
-        feedback = Feedback(store, site_domain=settings.site_domain, soft_bounce_limit=limit)
+        ids = MessageIds(settings.secret_key(), settings.site_domain)
+        feedback = Feedback(store, message_ids=ids, soft_bounce_limit=limit)
         return cls(settings, feedback)
 
     def parser(self, name: str) -> WebhookParser:

@@ -9,11 +9,14 @@ def test_headings_paragraphs_emphasis() -> None:
     body = render_body(
         "# One\n\n## Two\n\n### Three\n\nSome *em*, **strong**, ~~gone~~ and `code`.\n"
     )
+    # The email's title is its only <h1>: a '#' heading in the body becomes <h2>.
+    assert "<h1>" not in body.mjml
     assert (
-        "<h1>One</h1>" in body.mjml
+        "<h2>One</h2>" in body.mjml
         and "<h2>Two</h2>" in body.mjml
         and "<h3>Three</h3>" in body.mjml
     )
+    assert body.headings == [(1, 1), (2, 3), (3, 5)]
     assert "<em>em</em>" in body.mjml and "<strong>strong</strong>" in body.mjml
     assert "<del>gone</del>" in body.mjml and "<code>code</code>" in body.mjml
     assert body.text.startswith("One\n===\n\nTwo\n---\n\n### Three\n\n")
@@ -56,7 +59,7 @@ def test_lone_image_becomes_responsive_mj_image_with_alt() -> None:
     )
     assert (
         '<mj-image src="https://cdn.example/images/h.png" alt="A dowel hinge" '
-        'fluid-on-mobile="true" />' in body.mjml
+        'css-class="nl-image" fluid-on-mobile="true" />' in body.mjml
     )
     assert body.mjml.count("<mj-text") == 2
     assert "[Image: A dowel hinge]" in body.text

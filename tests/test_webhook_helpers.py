@@ -32,6 +32,7 @@ from flask.testing import FlaskClient
 from helpers import RecordingProvider
 from send_helpers import CONSENT
 
+from pipeline.message_ids import MessageIds
 from pipeline.send import Outcome
 from pipeline.settings import Settings, load_settings
 from subscribers.ledger import Ledger
@@ -143,10 +144,8 @@ def sent_campaign(
     by_id = {ids[e]: e for e in emails}
     outcomes = [Outcome(sid, "sent", pid[by_id[sid]]) for sid, _, _ in claimed.rows]
     ledger.record(campaign.id, claimed.claim, outcomes)
-    return {
-        e: Sent(e, ids[e], f"<{SLUG}.{TOPIC}.{ids[e]}@{settings.site_domain}>", pid[e])
-        for e in emails
-    }
+    message_ids = MessageIds(settings.secret_key(), settings.site_domain)
+    return {e: Sent(e, ids[e], message_ids.make(SLUG, TOPIC, ids[e]), pid[e]) for e in emails}
 
 
 def event_rows(store: Store) -> list[dict[str, Any]]:

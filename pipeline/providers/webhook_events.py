@@ -42,11 +42,6 @@ WEBHOOKS: dict[str, str] = {
     "resend": "pipeline.providers.resend_events:ResendWebhook",
 }
 
-# Our Message-ID (pipeline.render): <{slug}.{topic}.{subscriber_id}@{site_domain}>
-OUR_MESSAGE_ID = re.compile(
-    r"^<?(?P<slug>.+)\.(?P<topic>[^.@<>]+)\.(?P<sid>\d+)@(?P<domain>[^<>@]+)>?$"
-)
-
 
 class EventType(StrEnum):
     """The shared vocabulary; no provider-specific name leaks past its parser."""
@@ -272,19 +267,3 @@ def parse_time(value: Any) -> dt.datetime | None:
     except ValueError:
         return None
     return parsed.astimezone(dt.UTC) if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
-@dataclass(frozen=True)
-class OurMessageId:
-    slug: str
-    topic: str
-    subscriber_id: int
-    domain: str
-
-
-def our_message_id(message_id: str, domain: str) -> OurMessageId | None:
-    """Campaign and recipient out of a Message-ID we made for ``domain``, else None."""
-    found = OUR_MESSAGE_ID.match(message_id.strip())
-    if not found or found["domain"].lower() != domain.lower():
-        return None
-    return OurMessageId(found["slug"].lstrip("<"), found["topic"], int(found["sid"]), domain)
