@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Protocol
 
 from pipeline.archive_feed import FEED_ENTRIES, Entry, atom_feed
+from pipeline.archive_links import in_archive
 from pipeline.archive_render import Issue, Rendered, Renderer
-from pipeline.content import ContentModule, load_module, module_paths, slug_for
+from pipeline.content import load_module, module_paths, slug_for
 from pipeline.errors import ContentError
 from pipeline.sequences import step_paths
 from pipeline.settings import Settings
@@ -61,11 +62,6 @@ class Selection:
     issues: list[Issue]
     held_back: list[str] = field(default_factory=list)  # archive: false, or a step
     missing: list[str] = field(default_factory=list)  # sent, but the file is gone
-
-
-def in_archive(module: ContentModule, *, step: bool) -> bool:
-    """Whether a sent module belongs in the archive (its ``archive`` front matter)."""
-    return module.archive is True if step else module.archive is not False
 
 
 def select_issues(settings: Settings, sent: Iterable[Sent]) -> Selection:

@@ -30,6 +30,7 @@ from pipeline.content import ContentModule
 from pipeline.errors import TemplateError
 from pipeline.markdown import MjmlWriter, Node, is_remote, parse
 from pipeline.palette import load_palette
+from pipeline.render import hero_size, image_sizer
 from pipeline.settings import PACKAGE_ROOT, Settings
 
 PER_PAGE = 50  # issues on one index page
@@ -77,16 +78,11 @@ class Rendered:
 
 
 class WebWriter(MjmlWriter):
-    """Markdown blocks as plain HTML for a web page (the email wraps them in MJML)."""
+    """Markdown blocks as plain HTML for a web page, as the email has them inside its
+    MJML (headings from <h2>: the title is the page's one <h1>; images with their size)."""
 
     def blocks(self, nodes: list[Node]) -> str:
         return "".join(self.block(node) for node in nodes)
-
-    def block(self, node: Node) -> str:
-        if node.kind == "Heading":  # the page's title is its one <h1>
-            level = max(2, int(node.attrs["level"][1]))
-            return f"<h{level}>{self.inline(node.children)}</h{level}>\n"
-        return super().block(node)
 
 
 def archive_env(templates_dir: Path) -> jinja2.Environment:
@@ -179,6 +175,7 @@ class Renderer:
         between pages) and its article for the feed."""
         module = issue.module
         tree, _refs = parse(module.body, module.body_line)
+        sizes = image_sizer(self.settings)
         images: list[str] = []
         on_page = self._assets(images, prefix="")
         in_feed = self._assets([], prefix=self.url(issue))
@@ -186,14 +183,14 @@ class Renderer:
         article = self._render(
             "_article.html.j2",
             **common,
-            body=Markup(WebWriter(on_page).blocks(tree.children)),
+            body=Markup(WebWriter(on_page, sizes).blocks(tree.children)),
             image=on_page(module.image) if module.image else "",
         )
         hero = in_feed(module.image) if module.image else ""
         content = self._render(
             "_article.html.j2",
             **{**common, "feed": True},
-            body=Markup(WebWriter(in_feed).blocks(tree.children)),
+            body=Markup(WebWriter(in_feed, sizes).blocks(tree.children)),
             image=hero,
         )
         html = self._render(
@@ -211,7 +208,10 @@ class Renderer:
     def _issue_context(self, issue: Issue) -> dict[str, Any]:
         module = issue.module
         topic = self.settings.topics.get(module.topic)
+        hero = hero_size(module, self.settings)
         return {
+            "image_width": hero.width if hero else 0,
+            "image_height": hero.height if hero else 0,
             "issue": issue,
             "title": module.title,
             "preheader": module.preheader,

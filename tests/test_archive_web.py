@@ -97,3 +97,22 @@ def test_a_new_send_and_an_edit_show_without_a_restart(run, client, settings: Se
     path.write_text(path.read_text().replace("Brand new.", "Edited after sending."))
     assert b"Edited after sending." in client.get("/archive/fresh/").data
     assert client.get("/archive/latest/").headers["Location"] == "/archive/fresh/"
+
+
+def test_the_emails_view_in_browser_link_opens_the_issue_page(run, client, settings) -> None:
+    import re
+
+    from helpers import read_outbox
+
+    add_readers(settings)
+    send(run, "hip-hinge")
+    messages = read_outbox(settings.outbox_dir)
+    assert len(messages) == 3
+    links = set()
+    for message in messages:
+        html = message.get_body(preferencelist=("html",)).get_content()
+        links.add(re.search(r'href="([^"]+)"[^>]*>View in your browser<', html)[1])
+    assert links == {"http://127.0.0.1:8000/archive/hip-hinge/"}  # the same for everyone
+    page = client.get("/archive/hip-hinge/")
+    assert page.status_code == 200
+    assert b"<h1>Master the Hip Hinge To Protect and Strengthen Your Lower Back</h1>" in page.data
