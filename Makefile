@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 CONTENT ?=
 
-.PHONY: install test lint preview send serve dev bench demo clean
+.PHONY: install test lint preview send serve dev archive bench demo clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -33,6 +33,9 @@ serve: $(STAMP)
 
 dev: $(STAMP)
 	$(BIN)/newsletter dev $(CONTENT)
+
+archive: $(STAMP)
+	$(BIN)/newsletter archive $(ARCHIVE_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -28,9 +28,10 @@ from markupsafe import Markup
 from pipeline.archive_feed import rfc3339
 from pipeline.content import ContentModule
 from pipeline.errors import TemplateError
+from pipeline.images import Size
 from pipeline.markdown import MjmlWriter, Node, is_remote, parse
 from pipeline.palette import load_palette
-from pipeline.render import hero_size, image_sizer
+from pipeline.render import image_sizer
 from pipeline.settings import PACKAGE_ROOT, Settings
 
 PER_PAGE = 50  # issues on one index page
@@ -208,7 +209,7 @@ class Renderer:
     def _issue_context(self, issue: Issue) -> dict[str, Any]:
         module = issue.module
         topic = self.settings.topics.get(module.topic)
-        hero = hero_size(module, self.settings)
+        hero = self._hero_size(module)
         return {
             "image_width": hero.width if hero else 0,
             "image_height": hero.height if hero else 0,
@@ -226,6 +227,15 @@ class Renderer:
             "canonical": self.url(issue),
             "feed": False,
         }
+
+    def _hero_size(self, module: ContentModule) -> Size | None:
+        """The hero's own size (a web page shows it as wide as its column allows; the
+        email's is capped at its 552 px column)."""
+        if not module.image:
+            return None
+        if module.image_width:
+            return Size(module.image_width, module.image_height)
+        return image_sizer(self.settings)(module.image)
 
     def _link(self, here: Issue, there: Issue | None) -> dict[str, str] | None:
         if there is None:

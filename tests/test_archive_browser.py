@@ -89,6 +89,8 @@ def test_pages_fit_375_and_1280_px_in_light_and_dark(
                     assert background == expected, (name, scheme)  # palette's page colour
                     shot = f"archive-{name.split('/')[0].replace('.html', '')}-{width}-{scheme}.png"
                     page.screenshot(path=str(artifacts / shot), full_page=True)
+                    if name == "hip-hinge/index.html":  # the first screen, for the README
+                        page.screenshot(path=str(artifacts / shot.replace(".png", "-top.png")))
                 # Images are there and loaded (copied next to the page).
                 page.goto((out / "hard-case" / "index.html").as_uri())
                 loaded = page.evaluate(
