@@ -483,3 +483,13 @@ def test_archive_url_must_be_a_web_address(project, test_env) -> None:
     result = runner(project, test_env)("archive")
     assert result.exit_code == 1
     assert "site.archive_url must be an http(s) URL, got 'news.example.com'" in result.output
+
+
+def test_a_module_sent_to_two_topics_is_one_issue_dated_by_its_first_send(settings) -> None:
+    first = dt.datetime(2026, 11, 24, 8, tzinfo=dt.UTC)
+    sent = [
+        Sent("hip-hinge", first + dt.timedelta(days=2), topic="offers"),
+        Sent("hip-hinge", first, topic="updates"),
+    ]
+    [issue] = select_issues(settings, sent).issues
+    assert (issue.slug, issue.sent_at, issue.module.topic) == ("hip-hinge", first, "updates")
