@@ -282,8 +282,9 @@ def _archive_url(site: dict[str, Any], where: str) -> str:
     url = (site["archive_url"] or f"{site['base_url'].rstrip('/')}/archive").rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
+        key = "archive_url" if site["archive_url"] else "base_url"
         raise ConfigError(
-            f"{where}: site.archive_url must be an http(s) URL, got {url!r}",
-            hint='e.g. archive_url = "https://example.com/newsletter"',
+            f"{where}: site.{key} must be an http(s) URL, got {site[key]!r}",
+            hint=f'e.g. {key} = "https://example.com/newsletter"',
         )
     return url
