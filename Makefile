@@ -1,11 +1,13 @@
-# The front door: every README command is a target here. Targets create .venv themselves.
+# The front door: every README command is a target here. Targets create .venv themselves,
+# and call .venv/bin/newsletter: nothing needs activating. Other commands: .venv/bin/newsletter.
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 CONTENT ?=
+PORT    ?= 8000
 
-.PHONY: install test lint preview send serve dev archive bench demo clean
+.PHONY: install test lint check preview send serve dev doctor archive bench demo clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -22,6 +24,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+check: $(STAMP)
+	$(BIN)/newsletter check $(CONTENT)
+
 preview: $(STAMP)
 	$(BIN)/newsletter preview $(CONTENT)
 
@@ -29,7 +34,10 @@ send: $(STAMP)
 	$(BIN)/newsletter send $(CONTENT) $(SEND_ARGS)
 
 serve: $(STAMP)
-	$(BIN)/newsletter serve
+	$(BIN)/newsletter serve --port $(PORT) $(SERVE_ARGS)
+
+doctor: $(STAMP)
+	$(BIN)/newsletter doctor $(DOCTOR_ARGS)
 
 dev: $(STAMP)
 	$(BIN)/newsletter dev $(CONTENT)

@@ -96,7 +96,11 @@ def postmark(n: int, processes: int = 1) -> tuple[float, float, float]:
     """(whole-command msg/s, send-loop msg/s, peak RSS MB of the main process)."""
     with SinkProcess("postmark", "--count-only") as sink:
         root = project(f'name = "postmark"\napi_base_url = "{sink.url}"')
-        env = {"POSTMARK_SERVER_TOKEN": "bench", "NEWSLETTER_SECRET_KEY": "bench"}
+        env = {
+            "POSTMARK_SERVER_TOKEN": "bench",
+            "NEWSLETTER_SECRET_KEY": "bench",
+            "NEWSLETTER_BASE_URL": "https://news.example.com",  # a real send needs https links
+        }
         fill(root, n, env)
         elapsed, rss, out = timed_send(root, env, "--concurrency", str(processes))
         assert sink.received()["total"] == n, "the server did not get every message"
@@ -109,7 +113,11 @@ def smtp(n: int) -> tuple[float, float]:
     with SinkProcess("smtp") as sink:
         url = f"smtp://127.0.0.1:{sink.smtp_port}"
         root = project('name = "smtp"')
-        env = {"SMTP_URL": url, "NEWSLETTER_SECRET_KEY": "bench"}
+        env = {
+            "SMTP_URL": url,
+            "NEWSLETTER_SECRET_KEY": "bench",
+            "NEWSLETTER_BASE_URL": "https://news.example.com",
+        }
         fill(root, n, env)
         settings = load_settings(root / "newsletter.toml", env=env)
         compiled = compile_campaign(

@@ -26,7 +26,7 @@ from pipeline.archive_links import in_archive
 from pipeline.archive_render import Issue, Rendered, Renderer
 from pipeline.content import load_module, module_paths, slug_for
 from pipeline.errors import ContentError
-from pipeline.sequences import step_paths
+from pipeline.sequences import step_name, step_paths
 from pipeline.settings import Settings
 
 RESERVED = frozenset({"latest", "page"})  # folders of the archive itself
@@ -72,7 +72,7 @@ def select_issues(settings: Settings, sent: Iterable[Sent]) -> Selection:
         first[campaign.slug] = min(first.get(campaign.slug, when), when)
     files = {slug_for(path): (path, False) for path in module_paths(settings)}
     for path in step_paths(settings):
-        files[f"{path.parent.name}/{slug_for(path)}"] = (path, True)
+        files[f"{path.parent.name}/{step_name(path)}"] = (path, True)
     issues, held_back, missing = [], [], []
     for slug, sent_at in first.items():
         if slug not in files:

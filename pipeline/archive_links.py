@@ -7,7 +7,7 @@ browser" link, :func:`pipeline.render.web_version_url`) can ask without loading 
 from __future__ import annotations
 
 from pipeline.content import ContentModule
-from pipeline.sequences import is_step
+from pipeline.sequences import is_step, step_name
 from pipeline.settings import Settings
 
 
@@ -17,13 +17,19 @@ def in_archive(module: ContentModule, *, step: bool) -> bool:
     return module.archive is True if step else module.archive is not False
 
 
+def campaign_slug(settings: Settings, module: ContentModule) -> str:
+    """The module's campaign slug: ``hip-hinge``, or ``welcome/hello`` for a step."""
+    if is_step(settings, module.path):
+        return f"{module.path.parent.name}/{step_name(module.path)}"
+    return module.slug
+
+
 def archive_slug(settings: Settings, module: ContentModule) -> str | None:
-    """The module's folder in the archive (``hip-hinge``, ``welcome/hello`` for a step of
-    the ``welcome`` sequence: its campaign slug), or None when it is kept out."""
-    step = is_step(settings, module.path)
-    if not in_archive(module, step=step):
+    """The module's folder in the archive (its campaign slug), or None when it is kept
+    out."""
+    if not in_archive(module, step=is_step(settings, module.path)):
         return None
-    return f"{module.path.parent.name}/{module.slug}" if step else module.slug
+    return campaign_slug(settings, module)
 
 
 def issue_url(settings: Settings, module: ContentModule) -> str | None:

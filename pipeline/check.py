@@ -14,6 +14,7 @@ from pipeline.errors import LocatedError
 from pipeline.markdown import Ref, is_remote, is_safe_link
 from pipeline.problems import Problem
 from pipeline.render import compile_campaign, template_env
+from pipeline.sequences import is_step
 from pipeline.settings import Settings
 
 __all__ = ["Problem", "check_module", "check_paths", "check_templates"]
@@ -50,11 +51,25 @@ def check_module(settings: Settings, path: Path) -> list[Problem]:
     try:
         module = load_module(path, settings)
         compiled = compile_campaign(module, settings)
-    except LocatedError as exc:
-        return [Problem(exc.path, exc.line or 0, "error", exc.detail)]
-    problems = _front_matter(settings, module) + _body(settings, module, compiled.body.refs)
+    except LocatedError as exc:  # ContentErrors: every front-matter problem of the file
+        found = getattr(exc, "errors", None) or [exc]
+        return [Problem(e.path, e.line or 0, "error", e.detail) for e in found]
+    problems = _sequence(settings, module) + _front_matter(settings, module)
+    problems += _body(settings, module, compiled.body.refs)
     problems += _size(module, compiled.html_size)
     return problems + email_problems(settings, compiled)
+
+
+def _sequence(settings: Settings, module: ContentModule) -> list[Problem]:
+    """A step needs its delay; a delay outside content/sequences/ does nothing."""
+    path = str(module.path)
+    in_sequence = is_step(settings, module.path)
+    if in_sequence and module.delay is None:
+        return [Problem(path, 1, "error", "delay: required for a sequence step (e.g. 0d, 2d)")]
+    if not in_sequence and module.delay is not None:
+        line = module.line_of("delay")
+        return [Problem(path, line, "warning", "delay: only steps in content/sequences/ use it")]
+    return []
 
 
 def _front_matter(settings: Settings, module: ContentModule) -> list[Problem]:

@@ -1,7 +1,8 @@
 """The ``newsletter`` command: the composition root that wires content, store and providers.
 
 Every command has ``--help`` with an example. Errors of the project's family are
-printed as ``error: ...`` (with a hint) and exit 1; no traceback reaches the user.
+printed as ``error: ...`` (with a hint) and exit 1 (2 for a real send refused as unsafe,
+see pipeline.guard); no traceback reaches the user.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from pipeline.settings import Settings, load_settings
 
 
 class Group(click.Group):
-    """A click group that turns PipelineError into a clean message and exit 1."""
+    """A click group that turns PipelineError into a clean message and exit 1 (or the
+    error's own ``exit_code``)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except PipelineError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(1)
+            sys.exit(getattr(exc, "exit_code", 1))
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,6 +69,8 @@ from pipeline import (  # noqa: E402
     commands_archive,
     commands_content,
     commands_dev,
+    commands_doctor,
+    commands_due,
     commands_report,
     commands_send,
 )
@@ -74,7 +78,9 @@ from pipeline import (  # noqa: E402
 commands_content.register(cli)
 commands_dev.register(cli)
 commands_send.register(cli)
+commands_due.register(cli)
 commands_report.register(cli)
+commands_doctor.register(cli)
 commands_archive.register(cli)
 
 from subscribers import cli as subscribers_cli  # noqa: E402

@@ -36,24 +36,35 @@ def campaigns(ctx: click.Context) -> None:
       newsletter campaigns
     """
     from pipeline.cli import get_settings
+    from pipeline.clock import local_text
+    from subscribers.automation import Automation
     from subscribers.ledger import Ledger
     from subscribers.store import Store
 
-    with Store.from_settings(get_settings(ctx)) as store:
+    settings = get_settings(ctx)
+    with Store.from_settings(settings) as store:
         rows = Ledger(store).campaigns()
-    if not rows:
+        scheduled = Automation(store).schedules(("scheduled",))
+    if not rows and not scheduled:
         click.echo("no campaigns yet; start one with: newsletter send SLUG")
         return
-    click.echo(
-        f"{'slug':32} {'topic':10} {'started':16} {'sent':>7} {'failed':>7} "
-        f"{'skipped':>7} {'left':>7}"
-    )
+    if rows:
+        click.echo(
+            f"{'slug':32} {'topic':10} {'started':16} {'sent':>7} {'failed':>7} "
+            f"{'skipped':>7} {'left':>7}"
+        )
     for campaign, counts in rows:
         left = sum(counts.get(s, 0) for s in UNFINISHED)
         click.echo(
             f"{campaign.slug:32} {campaign.topic:10} "
             f"{campaign.created_at:%Y-%m-%d %H:%M} {counts.get('sent', 0):>7} "
             f"{counts.get('failed', 0):>7} {counts.get('skipped', 0):>7} {left:>7}"
+        )
+    if scheduled:
+        click.echo("scheduled (sent by `newsletter due`; cancel with send SLUG --unschedule):")
+    for item in scheduled:
+        click.echo(
+            f"  {item.slug:30} {item.topic:10} at {local_text(item.send_at, settings.timezone)}"
         )
 
 

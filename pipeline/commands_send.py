@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import sys
@@ -13,9 +14,11 @@ import click
 
 from pipeline.check import check_module
 from pipeline.commands_report import UNFINISHED, counts_line
-from pipeline.content import ContentModule, find_module, load_module, newest
+from pipeline.content import ContentModule, find_module, load_module, newest, refuse_draft
 from pipeline.errors import ConfigError, SendError
-from pipeline.providers import get_provider, provider_class
+from pipeline.guard import live_links_warning, require_live_links
+from pipeline.guidance import nobody_to_send
+from pipeline.providers import check_provider, get_provider, provider_class
 from pipeline.render import Compiled, Recipient, compile_campaign
 from pipeline.send import InDoubt, RateLimiter, Sender, Tally, abort_message
 from pipeline.send_run import RunResult, run_child, run_main
@@ -55,6 +58,11 @@ def prepare_job(settings: Settings, slug: str | None, topic: str | None = None) 
         raise ConfigError(
             f"unknown topic {topic!r}", hint=f"use one of: {', '.join(settings.topics)}"
         )
+    return check_and_compile(settings, module, topic)
+
+
+def check_and_compile(settings: Settings, module: ContentModule, topic: str) -> Job:
+    """A job for a module already loaded (a sequence step, a scheduled campaign)."""
     errors = [p for p in check_module(settings, module.path) if p.level == "error"]
     if errors:
         raise SendError(
@@ -89,6 +97,14 @@ def prepare_job(settings: Settings, slug: str | None, topic: str | None = None) 
     is_flag=True,
     help="Count readers in doubt as done without sending: some may never get it.",
 )
+@click.option(
+    "--at",
+    "at_text",
+    metavar="ISO",
+    help="Schedule instead of sending: 2026-12-01T07:00 (site time zone unless an offset "
+    "is given); `newsletter due` sends it then.",
+)
+@click.option("--unschedule", is_flag=True, help="Cancel the scheduled send of SLUG.")
 @click.option("--child", is_flag=True, hidden=True, help="Internal: a --concurrency helper.")
 @click.pass_context
 def send(
@@ -105,6 +121,8 @@ def send(
     concurrency: int | None,
     resend_unknown: bool,
     skip_unknown: bool,
+    at_text: str | None,
+    unschedule: bool,
     child: bool,
 ) -> None:
     """Send a content module to its topic's confirmed subscribers, exactly once.
@@ -121,6 +139,8 @@ def send(
       newsletter send hip-hinge --concurrency 2 --yes  # two processes, one per core
       newsletter send hip-hinge --worker --yes      # one of several, on PostgreSQL
       newsletter send hip-hinge --resend-unknown --yes  # after a lost answer (SES, SMTP)
+      newsletter send hip-hinge --at 2026-12-01T07:00   # schedule it; `due` sends it then
+      newsletter send hip-hinge --unschedule
     """
     from pipeline.cli import get_settings
 
@@ -128,15 +148,25 @@ def send(
         raise click.UsageError("choose one of --resend-unknown and --skip-unknown")
     policy = "resend" if resend_unknown else "skip" if skip_unknown else "settle"
     settings = get_settings(ctx)
+    if unschedule:
+        return _unschedule(settings, slug, topic)
+    if test_to:  # one sample to yourself: localhost links are only worth a warning
+        _warn(live_links_warning(settings))
+    else:  # readers' links must work (exit 2), --dry-run included: it checks what a send would
+        require_live_links(settings, what="newsletter send")
     job = prepare_job(settings, slug, topic)
     if test_to:
         click.secho(str(send_test(job, test_to)), fg="green")
         return None
+    refuse_draft(job.module)  # named explicitly (the newest is never a draft)
+    if at_text:
+        return _schedule(job, at_text)
     from subscribers.ledger import Ledger
     from subscribers.store import Store
 
     with Store.from_settings(settings) as store:
         if dry_run:
+            click.echo(f"provider {settings.provider}: {check_provider(settings)}")
             return _dry_run(job, store)
         if worker and store.dialect != "postgresql":
             raise ConfigError(
@@ -153,7 +183,7 @@ def send(
         )
         processes = concurrency or settings.send_concurrency
         rate = settings.send_rate if rate is None else rate
-        sender = _sender(job, ledger, campaign.id, batch_size, rate / processes, run.id, policy)
+        sender = make_sender(job, ledger, campaign.id, batch_size, rate / processes, run.id, policy)
         helpers = (
             _helper_args(ctx, job, sender, rate / processes, policy) if processes > 1 else None
         )
@@ -167,6 +197,49 @@ def send(
         doubts = ledger.doubts(campaign.id)
     _summary(job, result.tally, counts, doubts, result.elapsed)
     _outcome(job, result, counts, sender.unsettled, worker)
+
+
+def _schedule(job: Job, at_text: str) -> None:
+    """Record when to send; ``newsletter due`` (or serve's mailer) sends it then."""
+    from pipeline.clock import in_window, local_text, next_opening, parse_when
+    from subscribers.automation import Automation
+    from subscribers.ledger import Ledger
+    from subscribers.store import Store
+
+    settings = job.settings
+    at = parse_when(at_text, settings.timezone)
+    now = dt.datetime.now(dt.UTC)
+    with Store.from_settings(settings) as store:
+        if Ledger(store).campaign(job.module.slug, job.topic) is not None:
+            raise SendError(
+                f"{job.module.slug} ({job.topic}) has already been sent, or started",
+                hint=f"see: newsletter report {job.module.slug}",
+            )
+        Automation(store).schedule(job.module.slug, job.topic, at, now)
+    when = local_text(at, settings.timezone)
+    click.secho(f"scheduled {job.module.slug} ({job.topic}) for {when}", fg="green")
+    if at < now:
+        click.echo("that time has passed: the next `newsletter due` sends it")
+    if not in_window(at, settings.send_window, settings.timezone):
+        opening = next_opening(at, settings.send_window, settings.timezone)
+        click.echo(
+            f"outside the sending window {settings.send_window}: it goes out "
+            f"{local_text(opening, settings.timezone)}"
+        )
+    click.echo("it goes out when `newsletter due` runs (cron, or `newsletter serve`)")
+
+
+def _unschedule(settings: Settings, slug: str | None, topic: str | None) -> None:
+    from subscribers.automation import Automation
+    from subscribers.store import Store
+
+    if not slug:
+        raise click.UsageError("--unschedule needs the SLUG of the scheduled campaign")
+    with Store.from_settings(settings) as store:
+        cancelled = Automation(store).unschedule(slug, topic, dt.datetime.now(dt.UTC))
+    if not cancelled:
+        raise SendError(f"{slug} is not scheduled", hint="see: newsletter campaigns")
+    click.secho(f"unscheduled {slug}", fg="green")
 
 
 def _outcome(
@@ -226,12 +299,7 @@ def _open(
     if campaign is None:
         audience = ledger.audience(job.topic)
         if audience == 0:
-            raise SendError(
-                f"nobody to send to: no confirmed subscribers of {job.topic!r}",
-                hint="readers sign up through `newsletter serve` (/subscribe); to add one "
-                "yourself: newsletter subscribers add EMAIL --confirmed --consent-source "
-                "'...'; `make demo` shows the whole flow",
-            )
+            raise nobody_to_send(job.settings, module.slug, job.topic)
         _confirm(job, audience, "", yes)
         campaign, _ = ledger.open_campaign(
             slug=module.slug,
@@ -284,7 +352,7 @@ def _confirm(job: Job, recipients: int, note: str, yes: bool) -> None:
     click.confirm(f"Send to {recipients} recipient(s)?", abort=True)
 
 
-def _sender(
+def make_sender(
     job: Job,
     ledger: Ledger,
     campaign_id: int,
@@ -344,7 +412,7 @@ def _child(
     if campaign is None:
         raise SendError(f"no campaign {job.module.slug!r} ({job.topic}) to help with")
     run = ledger.start_run(campaign.id, role="helper", provider=job.settings.provider)
-    run_child(_sender(job, ledger, campaign.id, batch_size, rate, run.id, policy), ledger)
+    run_child(make_sender(job, ledger, campaign.id, batch_size, rate, run.id, policy), ledger)
 
 
 def _summary(
@@ -369,6 +437,11 @@ def _summary(
     )
     for reason, n in tally.reasons.most_common(5):
         click.echo(f"  {n} x {reason}")
+
+
+def _warn(message: str | None) -> None:
+    if message:
+        click.secho(f"warning: {message}", fg="yellow", err=True)
 
 
 def _duration(seconds: float) -> str:

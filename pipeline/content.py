@@ -1,8 +1,12 @@
 """Content modules: Markdown files with YAML front matter in ``content/``.
 
 Each front-matter field has one small processor (Pelican's METADATA_PROCESSORS);
-a bad value raises :class:`ContentError` naming the file and the line of the field,
-e.g. ``content/x.md:3: date: expected YYYY-MM-DD``.
+a bad value is a :class:`ContentError` naming the file and the line of the field,
+e.g. ``content/x.md:3: date: expected YYYY-MM-DD``. Every problem of the front matter
+is collected (:class:`ContentErrors`), so ``newsletter check`` shows them all at once.
+
+``draft: true`` keeps a module out of "the newest" and out of ``newsletter send``;
+``check`` and ``preview`` still work on it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from pipeline.errors import ContentError
+from pipeline.errors import ContentError, SendError
 from pipeline.settings import Settings
 
 KINDS = ("update", "offer")
@@ -72,6 +76,7 @@ class ContentModule:
     cta_url: str = ""
     price: str = ""
     delay: dt.timedelta | None = None  # sequence steps: time after the reader confirmed
+    draft: bool = False  # draft: true - not "the newest", never sent
     archive: bool | None = None  # in the public archive once sent; None: the default
     lines: dict[str, int] = field(default_factory=dict)  # field -> line in the file
 
@@ -88,6 +93,26 @@ def _text(value: Any) -> str:
     if any(ch in text for ch in "\r\n"):
         raise ValueError("must be on one line")
     return text
+
+
+class ContentErrors(ContentError):
+    """Several problems in one file; ``errors`` holds each, in line order.
+
+    Reads as the first one (``path:line: message``) plus how many more there are.
+    """
+
+    def __init__(self, errors: list[ContentError]) -> None:
+        self.errors = sorted(errors, key=lambda e: e.line or 0)
+        first = self.errors[0]
+        more = len(self.errors) - 1
+        detail = f"{first.detail} (and {more} more: run newsletter check)" if more else first.detail
+        super().__init__(first.path, first.line, detail, hint=first.hint)
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
 
 
 def _date(value: Any) -> dt.date:
@@ -154,6 +179,7 @@ PROCESSORS: dict[str, Callable[[Any], Any]] = {
     "cta_url": _web_url,
     "price": _text,
     "delay": parse_delay,
+    "draft": _flag,
     "archive": _flag,  # false keeps a module out of the public archive; true lets a step in
 }
 
@@ -176,6 +202,16 @@ def split_front_matter(path: Path, source: str) -> tuple[str, str, int]:
 
 def parse_front_matter(path: Path, text: str) -> tuple[dict[str, Any], dict[str, int]]:
     """YAML mapping with the 1-based file line of each key."""
+    values, lines, errors = _parse_front_matter(path, text)
+    if errors:
+        raise ContentErrors(errors)
+    return values, lines
+
+
+def _parse_front_matter(
+    path: Path, text: str
+) -> tuple[dict[str, Any], dict[str, int], list[ContentError]]:
+    """Values, their lines, and the problems of individual keys (a key given twice)."""
     try:
         node = yaml.compose(text, Loader=COMPOSER)
     except yaml.YAMLError as exc:
@@ -184,29 +220,32 @@ def parse_front_matter(path: Path, text: str) -> tuple[dict[str, Any], dict[str,
         problem = getattr(exc, "problem", None) or str(exc)
         raise ContentError(str(path), line, f"front matter: invalid YAML: {problem}") from exc
     if node is None:
-        return {}, {}
+        return {}, {}, []
     if not isinstance(node, yaml.MappingNode):
         raise ContentError(str(path), 2, "front matter: expected 'key: value' lines")
     loader = yaml.SafeLoader("")
     values: dict[str, Any] = {}
     lines: dict[str, int] = {}
+    errors: list[ContentError] = []
     for key_node, value_node in node.value:
         key = str(key_node.value)
         line = key_node.start_mark.line + 2
         if key in values:
-            raise ContentError(str(path), line, f"{key}: given twice")
+            errors.append(ContentError(str(path), line, f"{key}: given twice"))
+            continue
         try:
             values[key] = loader.construct_object(value_node, deep=True)
         except yaml.YAMLError as exc:
-            raise ContentError(str(path), line, f"{key}: {exc}") from exc
+            errors.append(ContentError(str(path), line, f"{key}: {exc}"))
+            continue
         except ValueError:  # e.g. an impossible date: let the field's processor judge it
             values[key] = str(value_node.value)
         lines[key] = line
-    return values, lines
+    return values, lines, errors
 
 
 def load_module(path: Path, settings: Settings) -> ContentModule:
-    """Read and validate one content module."""
+    """Read and validate one content module; every front-matter problem at once."""
     try:
         source = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -214,17 +253,23 @@ def load_module(path: Path, settings: Settings) -> ContentModule:
     except OSError as exc:
         raise ContentError(str(path), None, f"cannot read: {exc.strerror}") from exc
     head, body, body_line = split_front_matter(path, source)
-    raw, lines = parse_front_matter(path, head)
-    values = _process(path, raw, lines)
-    _require(path, values, lines, settings)
-    kind = values["kind"]
+    raw, lines, errors = _parse_front_matter(path, head)
+    values, problems = _process(path, raw, lines)
+    errors += problems + _require(path, values, lines, settings)
     slug = slug_for(path)
     if not SLUG_RE.match(slug):
-        raise ContentError(
-            str(path), None, f"file name gives slug {slug!r}; use lowercase letters, digits, '-'"
+        errors.append(
+            ContentError(
+                str(path),
+                None,
+                f"file name gives slug {slug!r}; use lowercase letters, digits, '-'",
+            )
         )
     if not body.strip():
-        raise ContentError(str(path), body_line, "body: the Markdown body is empty")
+        errors.append(ContentError(str(path), body_line, "body: the Markdown body is empty"))
+    if errors:
+        raise ContentErrors(errors)
+    kind = values["kind"]
     return ContentModule(
         path=path,
         slug=slug,
@@ -245,57 +290,76 @@ def load_module(path: Path, settings: Settings) -> ContentModule:
         cta_url=values.get("cta_url", ""),
         price=values.get("price", ""),
         delay=values.get("delay"),
+        draft=values.get("draft", False),
         archive=values.get("archive"),
         lines=lines,
     )
 
 
-def _process(path: Path, raw: dict[str, Any], lines: dict[str, int]) -> dict[str, Any]:
-    values = {}
+def _process(
+    path: Path, raw: dict[str, Any], lines: dict[str, int]
+) -> tuple[dict[str, Any], list[ContentError]]:
+    values, errors = {}, []
     for key, value in raw.items():
         processor = PROCESSORS.get(key)
         if processor is None:
             known = ", ".join(PROCESSORS)
-            raise ContentError(str(path), lines[key], f"unknown field {key!r} (known: {known})")
+            errors.append(
+                ContentError(str(path), lines[key], f"unknown field {key!r} (known: {known})")
+            )
+            continue
         try:
             values[key] = processor(value)
         except ValueError as exc:
-            raise ContentError(str(path), lines[key], f"{key}: {exc}") from None
-    return values
+            errors.append(ContentError(str(path), lines[key], f"{key}: {exc}"))
+    return values, errors
 
 
-def _require(path: Path, values: dict[str, Any], lines: dict[str, int], settings: Settings) -> None:
-    for key in REQUIRED:
-        if key not in values:
-            raise ContentError(str(path), 1, f"{key}: required field is missing")
-    topic = values.get("topic", DEFAULT_TOPIC[values["kind"]])
-    if topic not in settings.topics:
-        line = lines.get("topic", lines["kind"])
+def _require(
+    path: Path, values: dict[str, Any], lines: dict[str, int], settings: Settings
+) -> list[ContentError]:
+    """Missing and inconsistent fields (a field that failed its processor counts as given)."""
+    where = str(path)
+    errors = [
+        ContentError(where, 1, f"{key}: required field is missing")
+        for key in REQUIRED
+        if key not in values and key not in lines
+    ]
+    kind = values.get("kind")
+    topic = values.get("topic", DEFAULT_TOPIC.get(kind or ""))
+    if topic is not None and topic not in settings.topics:
+        line = lines.get("topic", lines.get("kind", 1))
         known = ", ".join(settings.topics)
-        raise ContentError(str(path), line, f"topic: unknown topic {topic!r} (known: {known})")
-    if values.get("image") and not values.get("image_alt"):
-        raise ContentError(
-            str(path), lines["image"], "image_alt: required when image is set (describe the image)"
+        errors.append(ContentError(where, line, f"topic: unknown topic {topic!r} (known: {known})"))
+    if values.get("image") and not values.get("image_alt") and "image_alt" not in lines:
+        errors.append(
+            ContentError(
+                where, lines["image"], "image_alt: required when image is set (describe the image)"
+            )
         )
     for key, other in (("image_width", "image_height"), ("image_height", "image_width")):
-        if key in values and other not in values:
-            raise ContentError(str(path), lines[key], f"{other}: required when {key} is set")
-    if "image_width" in values and not values.get("image"):
-        raise ContentError(
-            str(path),
-            lines["image_width"],
-            "image_width: only used with image; add image or remove it",
+        if key in values and other not in values and other not in lines:
+            errors.append(ContentError(where, lines[key], f"{other}: required when {key} is set"))
+    if "image_width" in values and not values.get("image") and "image" not in lines:
+        errors.append(
+            ContentError(
+                where,
+                lines["image_width"],
+                "image_width: only used with image; add image or remove it",
+            )
         )
-    if values["kind"] == "offer":
+    if kind == "offer":
         for key in ("cta_text", "cta_url"):
-            if key not in values:
-                raise ContentError(
-                    str(path), lines["kind"], f"{key}: an offer needs a call to action"
+            if key not in values and key not in lines:
+                errors.append(
+                    ContentError(where, lines["kind"], f"{key}: an offer needs a call to action")
                 )
     if bool(values.get("cta_text")) != bool(values.get("cta_url")):
         key = "cta_url" if values.get("cta_text") else "cta_text"
         other = "cta_text" if key == "cta_url" else "cta_url"
-        raise ContentError(str(path), lines[other], f"{key}: required when {other} is set")
+        if key not in lines:
+            errors.append(ContentError(where, lines[other], f"{key}: required when {other} is set"))
+    return errors
 
 
 def first_sentence(body: str) -> str:
@@ -331,12 +395,89 @@ def load_all(settings: Settings, slugs: Iterable[str] = ()) -> list[ContentModul
     return [load_module(p, settings) for p in paths]
 
 
-def newest(settings: Settings) -> ContentModule:
-    """The most recent module by front-matter date (then file name)."""
+@dataclass(frozen=True)
+class Newest:
+    """The newest module ready to send, and the files passed over on the way."""
+
+    module: ContentModule
+    drafts: list[Path]
+    broken: list[Path]  # older files with errors (``newsletter check`` lists them)
+
+
+def pick_newest(settings: Settings) -> Newest:
+    """The most recent module by front-matter date (then file name), drafts left out.
+
+    A file with errors is passed over when it is a draft or clearly older than the
+    newest good module (its date read leniently); otherwise its error stands, since it
+    may well be the one the author means to send.
+    """
     paths = module_paths(settings)
     if not paths:
         raise ContentError(
             str(settings.content_dir), None, "no content modules", hint="add content/SLUG.md"
         )
-    modules = [load_module(p, settings) for p in paths]
-    return max(modules, key=lambda m: (m.date, m.path.name))
+    good: list[ContentModule] = []
+    drafts: list[Path] = []
+    failed: list[tuple[Path, ContentError]] = []
+    for path in paths:
+        try:
+            module = load_module(path, settings)
+        except ContentError as exc:
+            failed.append((path, exc))
+            continue
+        (drafts.append(path) if module.draft else good.append(module))  # type: ignore[func-returns-value]
+    best = max(good, key=lambda m: (m.date, m.path.name)) if good else None
+    broken = []
+    for path, error in failed:
+        draft, date = peek(path)
+        if draft:
+            drafts.append(path)
+        elif (
+            best is not None
+            and date is not None
+            and (date, path.name) < (best.date, best.path.name)
+        ):
+            broken.append(path)
+        else:
+            raise error
+    if best is None:
+        raise ContentError(
+            str(settings.content_dir),
+            None,
+            f"no content module is ready to send: {len(drafts)} draft(s)",
+            hint="remove `draft: true` from the module to send (preview works on drafts: "
+            "newsletter preview SLUG)",
+        )
+    return Newest(best, drafts, broken)
+
+
+def newest(settings: Settings) -> ContentModule:
+    """The most recent module that is not a draft (see :func:`pick_newest`)."""
+    return pick_newest(settings).module
+
+
+def peek(path: Path) -> tuple[bool, dt.date | None]:
+    """``(draft, date)`` of a file that may not load: front matter read leniently, the
+    date from the field or else the file name's ``YYYY-MM-DD-`` prefix."""
+    try:
+        head = split_front_matter(path, path.read_text(encoding="utf-8", errors="replace"))[0]
+    except ContentError:
+        head = ""
+    found = dict(re.findall(r"(?m)^(draft|date)\s*:\s*(\S+)", head))
+    draft = found.get("draft", "").strip("'\"").lower() in ("true", "yes", "on")
+    for raw in (found.get("date", "").strip("'\""), path.name[:10]):
+        try:
+            return draft, dt.date.fromisoformat(raw)
+        except ValueError:
+            continue
+    return draft, None
+
+
+def refuse_draft(module: ContentModule) -> None:
+    """A draft is never mailed to the list (``send --test-to`` to yourself is fine)."""
+    if module.draft:
+        raise SendError(
+            f"{module.path} is a draft (draft: true): not sent",
+            hint=f"remove the draft line to send it; to see it first: newsletter preview "
+            f"{module.slug}, or newsletter send {module.slug} --test-to YOU@example.com",
+        )

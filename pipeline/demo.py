@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import click
 
 from pipeline.cli import cli
+from pipeline.guidance import command_name
 from pipeline.settings import PACKAGE_ROOT, load_settings
 
 READERS = [
@@ -87,7 +88,7 @@ def main() -> None:
         "   (the confirmation emails and the article; readers of offers only got no article)\n"
         f"   Open one in any mail client:  xdg-open {next((outbox / 'new').iterdir())}\n"
         f"   Or read the folder as a mailbox:  mutt -f {outbox}\n"
-        f"   Campaign report:  newsletter --config {config} report hip-hinge"
+        f"   Campaign report:  {command_name()} --config {config} report hip-hinge"
     )
     click.secho("\n4. The article joins the public archive (web pages and an Atom feed)", bold=True)
     cli.main(["--config", str(config), "archive"], standalone_mode=False)

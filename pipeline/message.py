@@ -109,6 +109,14 @@ def _date_at(second: int) -> str:
     return formatdate(second, localtime=True)
 
 
+def list_unsubscribe(url: str, mailto: str = "", token: str = "") -> str:
+    """``List-Unsubscribe``: the https one-click URL, and a mailto only when ``mailto`` is
+    set (an inbound path acts on it); its subject carries the reader's link token."""
+    if not mailto:
+        return f"<{url}>"
+    return f"<{url}>, <mailto:{mailto}?subject=unsubscribe%20{token}>"
+
+
 def make_message_id(domain: str) -> str:
     """A unique Message-ID on our own domain."""
     return f"<{uuid.uuid4().hex}.{int(time.time())}@{domain}>"

@@ -23,15 +23,15 @@ import mjml
 import orjson
 from markupsafe import Markup
 
-from pipeline.archive_links import issue_url
+from pipeline.archive_links import campaign_slug, issue_url
 from pipeline.content import ContentModule
 from pipeline.errors import TemplateError
 from pipeline.images import Size, image_size
 from pipeline.markdown import Body, is_remote, render_body
-from pipeline.message import Message
+from pipeline.message import Message, list_unsubscribe
 from pipeline.message_ids import CampaignIds, MessageIds
 from pipeline.palette import load_palette
-from pipeline.settings import Settings
+from pipeline.settings import ALL_TOPICS, Settings
 from pipeline.textpart import underline, wrap_text
 
 PERSONAL_FIELDS = (
@@ -115,8 +115,9 @@ def web_version_url(settings: Settings, module: ContentModule) -> str:
 
     The issue's page in the public archive (``[site] archive_url``; by default the web
     app's ``/archive/``, there the moment the first copy is sent); the web app's
-    ``/view/<slug>`` for a module the archive leaves out (``archive: false``)."""
-    return issue_url(settings, module) or f"{settings.base_url}/view/{module.slug}"
+    ``/view/<slug>`` for a module or step the archive leaves out."""
+    found = issue_url(settings, module)
+    return found or f"{settings.base_url}/view/{campaign_slug(settings, module)}"
 
 
 def render_template(settings: Settings, name: str, context: dict[str, Any]) -> str:
@@ -302,9 +303,8 @@ class Compiled:
         text_fields.update(links)
         html_fields = {k: html_escape(v) for k, v in text_fields.items()}
         headers = dict(self.static_headers)
-        headers["List-Unsubscribe"] = (
-            f"<{links['unsubscribe_url']}>, <mailto:{s.unsubscribe_email}"
-            f"?subject=unsubscribe%20{recipient.token}>"
+        headers["List-Unsubscribe"] = list_unsubscribe(
+            links["unsubscribe_url"], s.unsubscribe_email, recipient.token
         )
         mid = message_id or self.message_ids.make(recipient.id)
         return Message(
@@ -389,6 +389,8 @@ def asset_resolver(settings: Settings, *, preview: bool) -> Callable[[str], str]
 
 
 def topic_reason(settings: Settings, module: ContentModule) -> str:
+    if module.topic == ALL_TOPICS:  # a sequence step for every reader
+        return f"You are receiving this email because you signed up at {settings.site_name}."
     topic = settings.topics[module.topic]
     return (
         f"You are receiving this email because you subscribed to {topic.name} "

@@ -17,13 +17,21 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.content import ContentModule, format_delay, load_module, parse_delay, slug_for
+from pipeline.content import (
+    ContentModule,
+    find_module,
+    format_delay,
+    load_module,
+    parse_delay,
+    slug_for,
+)
 from pipeline.errors import ContentError
-from pipeline.settings import Settings
+from pipeline.settings import ALL_TOPICS, Settings
 
 SEQUENCES_DIR = "sequences"
-ANY_TOPIC = "*"  # a step without a topic: every confirmed reader
+ANY_TOPIC = ALL_TOPICS  # a step without a topic: every confirmed reader
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+ORDER_PREFIX = re.compile(r"^\d+-(?=[a-z0-9])")  # 01-welcome.md is the step "welcome"
 __all__ = ["ANY_TOPIC", "Sequence", "Step", "format_delay", "load_sequence", "parse_delay"]
 
 
@@ -37,9 +45,14 @@ class Step:
     topic: str  # a topic, or ANY_TOPIC
 
     @property
+    def name(self) -> str:
+        """The step's own name: the file name without ``.md`` and an ``01-`` prefix."""
+        return step_name(self.module.path)
+
+    @property
     def slug(self) -> str:
         """The campaign slug: ``welcome/hello``."""
-        return f"{self.sequence}/{self.module.slug}"
+        return f"{self.sequence}/{self.name}"
 
     @property
     def path(self) -> Path:
@@ -51,6 +64,10 @@ class Sequence:
     name: str
     path: Path
     steps: list[Step]
+
+
+def step_name(path: Path) -> str:
+    return ORDER_PREFIX.sub("", slug_for(path))
 
 
 def sequences_dir(settings: Settings) -> Path:
@@ -108,6 +125,11 @@ def find_step(settings: Settings, slug: str) -> Path:
     """``welcome/hello`` (or ``welcome/01-hello``) -> its file."""
     name, _, step = slug.partition("/")
     for path in step_paths(settings, name) if name in sequence_names(settings) else []:
-        if step in (slug_for(path), path.stem):
+        if step in (step_name(path), slug_for(path), path.stem):
             return path
     raise ContentError(str(sequences_dir(settings)), None, f"no sequence step {slug!r}")
+
+
+def find_any(settings: Settings, slug: str) -> Path:
+    """A content module (``hip-hinge``) or a sequence step (``welcome/hello``)."""
+    return find_step(settings, slug) if "/" in slug else find_module(settings, slug)

@@ -1,7 +1,9 @@
 """Settings: ``newsletter.toml`` plus the environment, with defaults that run as-is.
 
 Non-secret configuration lives in the file; secrets only in the environment.
-``NEWSLETTER_DATABASE_URL`` and ``NEWSLETTER_PROVIDER`` override the file.
+``NEWSLETTER_BASE_URL``, ``NEWSLETTER_DATABASE_URL`` and ``NEWSLETTER_PROVIDER`` override
+the file. Every key is documented in the README's settings table (a test keeps the two
+in step).
 A wrong key or type is a :class:`ConfigError` naming the file and the key.
 """
 
@@ -11,7 +13,7 @@ import os
 import secrets
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "postal_address": (str, "123 Example Street, Springfield, USA"),
         "unsubscribe_email": (str, ""),
         "site_url": (str, ""),
+        "timezone": (str, "UTC"),  # IANA name: scheduled times and the sending window
         # Where the public archive is published (`newsletter archive`); default: the web
         # app's /archive. The feed's links and "View in your browser" point there.
         "archive_url": (str, ""),
@@ -52,6 +55,13 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         # is looked up (-1: the provider's own default: Postmark 30, Mailgun 60).
         "lookup_lag": ((int, float), -1),
         "sendgrid_email_logs": (bool, False),  # the account has SendGrid's Email Logs API
+        # Mail to site.unsubscribe_email reaches POST /inbound/<this provider>; only then
+        # does List-Unsubscribe advertise a mailto (see subscribers/inbound.py).
+        "inbound": (str, ""),
+        # `newsletter doctor`: DKIM selectors to look up (default: the provider's
+        # documented ones) and the bounce (Return-Path) domain whose SPF counts.
+        "dkim_selectors": (str, ""),
+        "bounce_domain": (str, ""),
         # Provider webhooks (POST /webhooks/<provider>); their secrets come from the environment.
         "soft_bounce_limit": (int, 3),  # soft bounces in a row that suppress an address
         "webhook_tolerance": (int, 300),  # seconds a signed webhook timestamp may be off
@@ -61,6 +71,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "rate": ((int, float), 0.0),
         "concurrency": (int, 1),
         "batch_size": (int, 0),
+        "window": (str, ""),  # "07:00-20:00": scheduled sends and sequences only then
     },
     "studio": {
         # `newsletter dev` links each check message to its file and line: a known editor
@@ -73,10 +84,13 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "var": (str, "var"),
     },
 }
+INBOUND_PROVIDERS = ("postmark", "mailgun", "ses")
 DEFAULT_TOPICS = {
     "updates": "Content updates",
     "offers": "Program offers",
 }
+# Not a topic: "every confirmed reader, whatever their topics" (sequence steps without one).
+ALL_TOPICS = "all"
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,8 @@ class Settings:
     templates_dir: Path
     var_dir: Path
     editor: str = ""  # [studio] editor: how `newsletter dev` links to a file and line
+    timezone: str = "UTC"  # [site] timezone
+    send_window: str = ""  # [send] window, in the site's time zone
     archive_url: str = ""  # the public archive's address, without a trailing slash
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -125,6 +141,25 @@ class Settings:
     @property
     def from_email(self) -> str:
         return parseaddr(self.from_addr)[1]
+
+    @property
+    def inbound(self) -> str:
+        """The provider whose inbound webhook takes mailto unsubscribes ('' for none)."""
+        return str(self.provider_options.get("inbound", ""))
+
+    @property
+    def base_url_from_env(self) -> bool:
+        return bool(self.env.get("NEWSLETTER_BASE_URL", "").strip())
+
+    def with_base_url(self, url: str) -> Settings:
+        """These settings with another base_url (site_url and archive_url follow when they
+        defaulted to it)."""
+        url = url.rstrip("/")
+        site_url = url if self.site_url == self.base_url else self.site_url
+        archive = self.archive_url
+        if archive == f"{self.base_url}/archive":
+            archive = f"{url}/archive"
+        return replace(self, base_url=url, site_url=site_url, archive_url=archive)
 
     def secret(self, name: str, *, needed_for: str) -> str:
         """A secret from the environment, or an error that says where to set it."""
@@ -230,8 +265,38 @@ def _topics(raw: Any, where: str) -> dict[str, Topic]:
         unknown = set(spec) - {"name", "description"}
         if unknown:
             raise ConfigError(f"{where}: unknown key topics.{key}.{sorted(unknown)[0]}")
+        if key == ALL_TOPICS:
+            raise ConfigError(
+                f"{where}: [topics.{ALL_TOPICS}] is reserved (it means every reader)",
+                hint="give the topic another key",
+            )
         topics[key] = Topic(key, spec["name"], str(spec.get("description", "")))
     return topics
+
+
+def _timezone(name: str, path: Path | None) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{path}: site.timezone {name!r} is not a time zone",
+            hint='use an IANA name such as "Europe/Berlin" or "America/New_York"',
+        ) from None
+    return name
+
+
+def _window(text: str, path: Path | None) -> str:
+    from pipeline.clock import parse_window
+
+    try:
+        parse_window(text)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{path}: send.window: {exc}", hint='e.g. window = "07:00-20:00"'
+        ) from None
+    return text
 
 
 def _build(
@@ -242,6 +307,7 @@ def _build(
     env: Mapping[str, str],
 ) -> Settings:
     site, prov, send, paths = v["site"], v["provider"], v["send"], v["paths"]
+    base_url = _base_url(env.get("NEWSLETTER_BASE_URL", "").strip(), site["base_url"], path)
     var_dir = root / paths["var"]
     db_url = env.get("NEWSLETTER_DATABASE_URL") or v["store"]["url"]
     if not db_url:
@@ -251,17 +317,16 @@ def _build(
     templates = root / paths["templates"]
     if not templates.is_dir():
         templates = PACKAGE_ROOT / "templates"
-    from_email = parseaddr(site["from"])[1]
     return Settings(
         root=root,
         config_path=path,
         site_name=site["name"],
-        base_url=site["base_url"].rstrip("/"),
+        base_url=base_url,
         from_addr=site["from"],
         reply_to=site["reply_to"],
         postal_address=site["postal_address"],
-        unsubscribe_email=site["unsubscribe_email"] or from_email,
-        site_url=(site["site_url"] or site["base_url"]).rstrip("/"),
+        unsubscribe_email=_unsubscribe_email(site["unsubscribe_email"], prov["inbound"], path),
+        site_url=(site["site_url"] or base_url).rstrip("/"),
         topics=topics,
         database_url=db_url,
         provider=(env.get("NEWSLETTER_PROVIDER") or prov["name"]).lower(),
@@ -273,18 +338,53 @@ def _build(
         templates_dir=templates,
         var_dir=var_dir,
         editor=v["studio"]["editor"],
-        archive_url=_archive_url(site, str(path)),
+        timezone=_timezone(site["timezone"], path),
+        send_window=_window(send["window"], path),
+        archive_url=_archive_url(site["archive_url"], base_url, path),
         env=env,
     )
 
 
-def _archive_url(site: dict[str, Any], where: str) -> str:
-    url = (site["archive_url"] or f"{site['base_url'].rstrip('/')}/archive").rstrip("/")
+def _base_url(from_env: str, from_file: str, path: Path | None) -> str:
+    """``NEWSLETTER_BASE_URL`` or ``[site] base_url``: an absolute http(s) URL."""
+    url = from_env or from_file
+    where = "NEWSLETTER_BASE_URL" if from_env else f"{path}: site.base_url"
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        key = "archive_url" if site["archive_url"] else "base_url"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
-            f"{where}: site.{key} must be an http(s) URL, got {site[key]!r}",
-            hint=f'e.g. {key} = "https://example.com/newsletter"',
+            f"{where} must be an absolute http(s) URL, got {url!r}",
+            hint="the public address of `newsletter serve`, e.g. https://news.example.com",
         )
-    return url
+    return url.rstrip("/")
+
+
+def _unsubscribe_email(address: str, inbound: str, path: Path | None) -> str:
+    """The mailto address of List-Unsubscribe: only when an inbound path acts on it."""
+    if not inbound:
+        return ""
+    if inbound not in INBOUND_PROVIDERS:
+        raise ConfigError(
+            f"{path}: provider.inbound must be one of {', '.join(INBOUND_PROVIDERS)}, "
+            f"got {inbound!r}",
+            hint='leave it empty ("") when no provider forwards mail to unsubscribe_email',
+        )
+    if not parseaddr(address)[1] or "@" not in address:
+        raise ConfigError(
+            f"{path}: provider.inbound = {inbound!r} needs site.unsubscribe_email",
+            hint='[site] unsubscribe_email = "unsubscribe@inbound.example.com": the address '
+            f"{inbound} receives and forwards to /inbound/{inbound}",
+        )
+    return parseaddr(address)[1]
+
+
+def _archive_url(given: str, base_url: str, path: Path | None) -> str:
+    """``[site] archive_url``, or the web app's ``/archive`` (``base_url`` is checked)."""
+    if not given:
+        return f"{base_url}/archive"
+    parts = urlsplit(given)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{path}: site.archive_url must be an http(s) URL, got {given!r}",
+            hint='where the archive is published, e.g. "https://example.com/newsletter"',
+        )
+    return given.rstrip("/")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from pipeline.message import Message, make_message_id
+from pipeline.message import Message, list_unsubscribe, make_message_id
 from pipeline.render import compile_email, render_template, static_headers, style_context
 from pipeline.settings import Settings
 from pipeline.textpart import wrap_text
@@ -19,6 +19,7 @@ def confirmation_message(
     confirm_url: str,
     topics: list[str],
     unsubscribe_url: str = "",
+    unsubscribe_token: str = "",
 ) -> Message:
     """The double opt-in email. ``topics`` are topic keys; shown by display name."""
     first = name.split()[0] if name.strip() else "there"
@@ -44,8 +45,8 @@ def confirmation_message(
     headers: dict[str, str] = {}
     if unsubscribe_url:
         headers = static_headers(settings, "confirm", "confirm")
-        headers["List-Unsubscribe"] = (
-            f"<{unsubscribe_url}>, <mailto:{settings.unsubscribe_email}?subject=unsubscribe>"
+        headers["List-Unsubscribe"] = list_unsubscribe(
+            unsubscribe_url, settings.unsubscribe_email, unsubscribe_token
         )
     return Message(
         to_email=email,

@@ -14,6 +14,7 @@ from typing import IO, Any
 import click
 
 from pipeline.errors import PipelineError
+from pipeline.guard import require_live_links
 from pipeline.settings import Settings
 from subscribers.confirmation import ConfirmationSender, Links
 from subscribers.csvio import CsvReader, Duplicate, RowError, write_csv, write_json
@@ -43,7 +44,10 @@ def _store(settings: Settings) -> Store:
 
 
 def _sender(settings: Settings, store: Store) -> ConfirmationSender:
-    return ConfirmationSender(settings, store, Links(settings, settings.secret_key()))
+    """The confirmation mailer; refuses (exit 2) links readers cannot open, before any write."""
+    sender = ConfirmationSender(settings, store, Links(settings, settings.secret_key()))
+    sender.check_links()
+    return sender
 
 
 def _topics_option(settings: Settings, values: tuple[str, ...]) -> list[str]:
@@ -105,13 +109,14 @@ def add(
         normalise_email(email), clean_name(name), tuple(_topics_option(settings, topics))
     )
     wording = consent_source or "added from the command line; pending email confirmation"
+    mailed = not confirmed and not no_email
     with _store(settings) as store:
+        sender = _sender(settings, store) if mailed else None
         consent = Consent("admin", "cli", wording=wording)
         result = store.add_many([row], confirmed=confirmed, consent=consent)[0]
         _check_added(store, result.outcome, row.email)
-        mailed = not confirmed and not no_email
-        if mailed:
-            _sender(settings, store).send(result.subscriber_id, row.email, row.name, row.topics)  # type: ignore[arg-type]
+        if sender is not None:
+            sender.send(result.subscriber_id, row.email, row.name, row.topics)  # type: ignore[arg-type]
     status = "active" if confirmed else "pending"
     note = "; confirmation email sent" if mailed else ""
     click.echo(f"added {row.email} ({status}; topics: {', '.join(row.topics)}{note})")
@@ -434,10 +439,20 @@ def serve(host: str, port: int, workers: int, threads: int, access_log: bool) ->
       newsletter serve
       newsletter serve --host 0.0.0.0 --port 8080 --workers 4
     """
+    from subscribers.server import follow_port
     from subscribers.server import serve as run
 
-    settings = _settings()
+    given = _settings()
+    settings = follow_port(given, port)
+    if settings is not given:
+        click.echo(
+            f"base_url follows --port in development: {settings.base_url} "
+            "(NEWSLETTER_BASE_URL sets it for good)"
+        )
+    require_live_links(settings, what="the confirmation email")  # exit 2 before serving
     click.echo(f"serving on http://{host}:{port} (links in emails use {settings.base_url})")
+    if settings.provider == "outbox":
+        click.echo(f"mail goes to {settings.outbox_dir} (provider outbox)")
     run(settings, host=host, port=port, workers=workers, threads=threads, access_log=access_log)
     click.echo("stopped")
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pipeline.errors import PipelineError, ProviderError
+from pipeline.guard import require_live_links
 from pipeline.message import Message
 from pipeline.providers.base import Provider, SendResult
 from pipeline.settings import Settings
@@ -26,8 +27,12 @@ class Links:
     def confirm(self, subscriber_id: int, email: str) -> str:
         return f"{self.base}/confirm/{confirm_token(self.secret_key, subscriber_id, email)}"
 
+    def token(self, subscriber_id: int) -> str:
+        """The subscriber's long-lived link token (unsubscribe, preferences, mailto)."""
+        return subscriber_token(self.secret_key, subscriber_id)
+
     def unsubscribe(self, subscriber_id: int) -> str:
-        return f"{self.base}/unsubscribe/{subscriber_token(self.secret_key, subscriber_id)}"
+        return f"{self.base}/unsubscribe/{self.token(subscriber_id)}"
 
     def preferences(self, subscriber_id: int) -> str:
         return f"{self.base}/preferences/{subscriber_token(self.secret_key, subscriber_id)}"
@@ -134,19 +139,25 @@ class ConfirmationSender:
     def build(self, subscriber_id: int, email: str, name: str, topics: Sequence[str]) -> Message:
         from pipeline.transactional import confirmation_message
 
-        unsubscribe = self.links.unsubscribe(subscriber_id)
-        message = confirmation_message(
+        return confirmation_message(
             self.settings,
             email=email,
             name=name,
             confirm_url=self.links.confirm(subscriber_id, email),
             topics=list(topics),
-            unsubscribe_url=unsubscribe,
+            unsubscribe_url=self.links.unsubscribe(subscriber_id),
+            unsubscribe_token=self.links.token(subscriber_id),
         )
-        mailto = f"<mailto:{self.settings.unsubscribe_email}?subject=unsubscribe>"
-        message.headers.setdefault("List-Unsubscribe", f"<{unsubscribe}>, {mailto}")
-        message.headers.setdefault("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
-        return message
+
+    def check_links(self) -> None:
+        """Refuse (UnsafeLinks, exit 2) to mail confirmation links readers cannot open.
+
+        Only for the configured provider: one handed in (tests, benchmarks) is trusted.
+        Called where sending starts (``serve``, the web app in inline mode, the CLI), before
+        anything is written, and again whenever a provider is built.
+        """
+        if self._shared is None and self._factory is None:
+            require_live_links(self.settings, what="the confirmation email")
 
     def _send(self, messages: Sequence[Message]) -> list[SendResult]:
         if self._shared is not None:
@@ -165,6 +176,7 @@ class ConfirmationSender:
     def _make_provider(self) -> Provider:
         if self._factory is not None:
             return self._factory(self.settings)
+        self.check_links()
         from pipeline.providers import get_provider
 
         return get_provider(self.settings)

@@ -170,6 +170,35 @@ class EventLog:
                     found[f"bounced_{bounce}"] = found.get(f"bounced_{bounce}", 0) + n
         return found
 
+    def delivery_counts(self, since: dt.datetime) -> dict[str, int]:
+        """Since ``since``, over every campaign: messages sent, recipients who hard-bounced
+        and who complained, and provider events of any kind (``newsletter doctor``)."""
+        recent = sa.func.coalesce(e.c.occurred_at, e.c.created_at) >= since
+
+        def recipients(*where: Any) -> Any:
+            return (
+                sa.select(sa.func.count(sa.distinct(e.c.email_hash)))
+                .where(recent, *where)
+                .scalar_subquery()
+            )
+
+        query = sa.select(
+            sa.select(sa.func.count())
+            .select_from(d)
+            .where(d.c.status == "sent", d.c.sent_at >= since)
+            .scalar_subquery()
+            .label("sent"),
+            recipients(e.c.type == "bounced", e.c.bounce == "hard").label("bounced"),
+            recipients(e.c.type == "complained").label("complained"),
+            sa.select(sa.func.count())
+            .select_from(e)
+            .where(recent)
+            .scalar_subquery()
+            .label("reported"),
+        )
+        with self.store._read() as conn:
+            return dict(conn.execute(query).one()._mapping)
+
     def outcomes(self, campaign_id: int) -> Iterator[dict[str, Any]]:
         """Per recipient of the campaign: address, ledger status and reason, events."""
         after = 0

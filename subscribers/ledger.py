@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from pipeline.errors import SendError
 from pipeline.processes import host_name, process_alive, start_token
 from subscribers import schema as s
-from subscribers.store import Store, _eligible
+from subscribers.store import Store, eligible_clause
 
 d = s.deliveries
 c = s.campaigns
@@ -146,9 +146,17 @@ class Ledger:
             return [SentCampaign(r.slug, r.topic, r.first, r.n) for r in conn.execute(query)]
 
     def open_campaign(
-        self, *, slug: str, topic: str, subject: str, content_hash: str, provider: str
+        self,
+        *,
+        slug: str,
+        topic: str,
+        subject: str,
+        content_hash: str,
+        provider: str,
+        snapshot: bool = True,
     ) -> tuple[Campaign, bool]:
-        """The campaign for (slug, topic), created with its audience snapshot if new."""
+        """The campaign for (slug, topic), created with its audience snapshot if new
+        (``snapshot=False``: empty; a sequence step adds readers as they become due)."""
         existing = self.campaign(slug, topic)
         if existing:
             return existing, False
@@ -165,7 +173,8 @@ class Ledger:
         try:
             with self.store._write() as conn:
                 cid = conn.execute(sa.insert(c).values(**values).returning(c.c.id)).scalar_one()
-                _snapshot(conn, cid, topic, now)
+                if snapshot:
+                    _snapshot(conn, cid, topic, now)
         except sa.exc.IntegrityError:  # another worker created it first
             found = self.campaign(slug, topic)
             assert found is not None
@@ -176,7 +185,7 @@ class Ledger:
 
     def audience(self, topic: str) -> int:
         """How many subscribers a new campaign for ``topic`` would snapshot now."""
-        query = sa.select(sa.func.count()).select_from(s.subscribers).where(_eligible(topic))
+        query = sa.select(sa.func.count()).select_from(s.subscribers).where(eligible_clause(topic))
         with self.store._read() as conn:
             return conn.execute(query).scalar_one()
 
@@ -458,7 +467,7 @@ def _snapshot(conn: sa.Connection, campaign_id: int, topic: str, now: dt.datetim
         sa.literal(0),
         sa.literal(""),
         sa.literal(""),
-    ).where(_eligible(topic), ~already)
+    ).where(eligible_clause(topic), ~already)
     cols = [
         "campaign_id",
         "subscriber_id",
@@ -482,7 +491,7 @@ def _claimed(
 ) -> Claimed:
     """The rows of a claim, each checked against the list as it is now."""
     sub = s.subscribers
-    eligible = sa.case((_eligible(topic), 1), else_=0).label("eligible")
+    eligible = sa.case((eligible_clause(topic), 1), else_=0).label("eligible")
     query = (
         sa.select(sub.c.id, sub.c.email, sub.c.name, eligible)
         .join(d, d.c.subscriber_id == sub.c.id)

@@ -1,4 +1,6 @@
-"""The mailer: sends queued confirmation emails, beside the web workers of `newsletter serve`.
+"""The mailer: sends queued confirmation emails, beside the web workers of `newsletter serve`,
+and runs ``newsletter due`` every minute (sequence steps, scheduled campaigns), so a
+running site needs no cron job.
 
 A signup only writes its row and a queue entry (one short transaction) and answers; this
 process drains the queue in provider-sized batches. That keeps a slow or failing email
@@ -24,17 +26,37 @@ log = logging.getLogger("newsletter.mailer")
 IDLE_SLEEP = 0.2  # seconds between looks at an empty queue
 ERROR_SLEEP = 5.0
 NICENESS = 19  # the lowest priority: signups first, emails with the spare CPU
+DUE_EVERY = 60.0  # seconds between runs of `newsletter due`
 
 
 def run_mailer(settings: Settings, *, should_stop: Callable[[], bool]) -> None:
     """Drain the confirmation queue until ``should_stop()``; never raises for a bad batch."""
     with Store.from_settings(settings) as store:
         sender = ConfirmationSender(settings, store, Links(settings, settings.secret_key()))
+        next_due = time.monotonic()
         try:
             while not should_stop():
+                if time.monotonic() >= next_due:
+                    _run_due(settings, store)
+                    next_due = time.monotonic() + DUE_EVERY
                 time.sleep(_one_round(sender))
         finally:
             sender.close()
+
+
+def _run_due(settings: Settings, store: Store) -> None:
+    """``newsletter due``, logged; a failure is retried at the next minute."""
+    import datetime as dt
+
+    from pipeline.due import run_due
+
+    try:
+        report = run_due(settings, store, now=dt.datetime.now(dt.UTC), echo=log.info)
+    except Exception:  # noqa: BLE001 - the database or provider may be away; keep going
+        log.exception("mailer: newsletter due failed")
+        return
+    for problem in report.problems:
+        log.warning("mailer: due: %s", problem)
 
 
 def _one_round(sender: ConfirmationSender) -> float:

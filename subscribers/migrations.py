@@ -269,10 +269,71 @@ def _005_send_runs(conn: Connection) -> None:
     ).create(conn)
 
 
+# ---- 6 ------------------------------------------------------------------------------
+
+
+def _006_sequences_and_schedules(conn: Connection) -> None:
+    """sequences, their steps and enrollments; scheduled campaigns"""
+    md = sa.MetaData()
+    _ids(md, "subscribers")
+    sa.Table(
+        "sequences",
+        md,
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("started_at", sa.DateTime, nullable=False),
+    )
+    sa.Table(
+        "sequence_steps",
+        md,
+        sa.Column(
+            "sequence",
+            sa.String(64),
+            sa.ForeignKey("sequences.name", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("step", sa.String(200), primary_key=True),
+        sa.Column("first_seen", sa.DateTime, nullable=False),
+    )
+    sa.Table(
+        "sequence_enrollments",
+        md,
+        sa.Column(
+            "sequence",
+            sa.String(64),
+            sa.ForeignKey("sequences.name", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column(
+            "subscriber_id",
+            sa.Integer,
+            sa.ForeignKey("subscribers.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("enrolled_at", sa.DateTime, nullable=False),
+        sa.Index("ix_sequence_enrollments_subscriber", "subscriber_id"),
+    )
+    sa.Table(
+        "schedules",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("slug", sa.String(200), nullable=False),
+        sa.Column("topic", sa.String(64), nullable=False),
+        sa.Column("send_at", sa.DateTime, nullable=False),
+        sa.Column("state", sa.String(12), nullable=False),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+        sa.UniqueConstraint("slug", "topic", name="uq_schedules_slug_topic"),
+        sa.Index("ix_schedules_due", "state", "send_at"),
+    )
+    for name in ("sequences", "sequence_steps", "sequence_enrollments", "schedules"):
+        md.tables[name].create(conn)
+
+
 MIGRATIONS: list[Migration] = [
     _001_initial,
     _002_send_ledger,
     _003_confirmation_queue,
     _004_delivery_events,
     _005_send_runs,
+    _006_sequences_and_schedules,
 ]

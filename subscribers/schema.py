@@ -193,6 +193,63 @@ send_runs = sa.Table(
     sa.Index("ix_send_runs_campaign", "campaign_id", "started_at"),
 )
 
+# Sequences as the store has seen them: readers who confirm after ``started_at`` are in.
+sequences = sa.Table(
+    "sequences",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+)
+
+# When each step was first seen: a step added later reaches only readers not yet past it.
+sequence_steps = sa.Table(
+    "sequence_steps",
+    metadata,
+    sa.Column(
+        "sequence",
+        sa.String(64),
+        sa.ForeignKey("sequences.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("step", sa.String(200), primary_key=True),
+    sa.Column("first_seen", UTCDateTime, nullable=False),
+)
+
+# Readers enrolled on purpose (``sequences enroll NAME --existing``), from enrolled_at.
+sequence_enrollments = sa.Table(
+    "sequence_enrollments",
+    metadata,
+    sa.Column(
+        "sequence",
+        sa.String(64),
+        sa.ForeignKey("sequences.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "subscriber_id",
+        sa.Integer,
+        sa.ForeignKey("subscribers.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("enrolled_at", UTCDateTime, nullable=False),
+    sa.Index("ix_sequence_enrollments_subscriber", "subscriber_id"),
+)
+
+# Campaigns to send at a chosen time (``send SLUG --at``), sent by ``newsletter due``.
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("slug", sa.String(200), nullable=False),
+    sa.Column("topic", sa.String(64), nullable=False),
+    sa.Column("send_at", UTCDateTime, nullable=False),
+    sa.Column("state", sa.String(12), nullable=False),  # scheduled | sending | sent | cancelled
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("slug", "topic", name="uq_schedules_slug_topic"),
+    sa.Index("ix_schedules_due", "state", "send_at"),
+)
+
 # Confirmation emails to send: written with the signup, sent by the mailer.
 confirmation_queue = sa.Table(
     "confirmation_queue",

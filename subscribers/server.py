@@ -8,14 +8,41 @@ processes. Workers only queue confirmation emails (``confirmations="queue"``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from gunicorn.app.base import BaseApplication
 
 from pipeline.settings import Settings
 from subscribers.mailer import start_mailer, stop_mailer
 from subscribers.store import Store
+
+
+def follow_port(settings: Settings, port: int) -> Settings:
+    """In development, links in emails follow the port ``serve`` listens on.
+
+    Only while ``base_url`` is a plain-http loopback URL (``http://127.0.0.1:8000``, the
+    default) that NEWSLETTER_BASE_URL did not set: then ``serve --port 8001`` mails links
+    to :8001, and the hosted form posts there. A public ``base_url`` is left alone.
+    """
+    parts = urlsplit(settings.base_url)
+    if settings.base_url_from_env or parts.scheme != "http" or parts.port == port:
+        return settings
+    if not _is_loopback(parts.hostname or ""):
+        return settings
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+    return settings.with_base_url(urlunsplit(("http", f"{host}:{port}", parts.path, "", "")))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Server(BaseApplication):  # type: ignore[misc]

@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from pipeline.settings import Settings
+from pipeline.settings import ALL_TOPICS, Settings
 from subscribers import schema as s
 from subscribers.db import make_engine, normalise_url, writer
 from subscribers.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
@@ -678,9 +678,20 @@ def _eligible(topic: str) -> Any:
     return sa.and_(
         s.subscribers.c.status == "active",
         s.subscribers.c.confirmed_at.is_not(None),
-        _has_topic(topic),
+        _has_any_topic() if topic == ALL_TOPICS else _has_topic(topic),
         ~sa.exists().where(sup.c.email_hash == s.subscribers.c.email_hash),
     )
+
+
+def eligible_clause(topic: str) -> Any:
+    """Where a subscriber may be mailed for ``topic`` now: confirmed, active, not
+    suppressed, and subscribed to the topic (``ALL_TOPICS``: to any topic)."""
+    return _eligible(topic)
+
+
+def _has_any_topic() -> Any:
+    t = s.subscriber_topics
+    return sa.exists().where(t.c.subscriber_id == s.subscribers.c.id)
 
 
 # Statements of the signup path, built once: SQLAlchemy then skips re-coercing them and

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -34,6 +35,7 @@ from flask import (
     render_template,
     request,
     send_from_directory,
+    url_for,
 )
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from jinja2 import StrictUndefined
@@ -41,12 +43,14 @@ from werkzeug.exceptions import HTTPException, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from pipeline.errors import ConfigError, PipelineError, ProviderError
+from pipeline.guard import require_live_links
 from pipeline.providers.base import Provider
 from pipeline.settings import Settings, load_settings
 from subscribers import archive_web, pages
 from subscribers.confirmation import ConfirmationSender, Links
 from subscribers.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
 from subscribers.forms import DEFAULT_FORM, FORMS, form_context, safe_next, site_origin
+from subscribers.inbound import bp as inbound_bp
 from subscribers.ratelimit import RateLimiter
 from subscribers.store import Consent, Store
 from subscribers.tokens import TokenError, read_confirm_token, read_subscriber_token
@@ -115,12 +119,15 @@ def create_app(
     app.register_blueprint(pages.bp)
     app.register_blueprint(archive_web.bp)  # /archive/: the public archive and its feed
     app.register_blueprint(webhooks_bp)  # POST /webhooks/<provider>
+    app.register_blueprint(inbound_bp)  # POST /inbound/<provider>: mailto unsubscribes
     _register_error_handlers(app)
     app.after_request(_headers)
     return app
 
 
 def _services(settings: Settings, provider: Provider | None, *, inline: bool) -> Services:
+    if inline and provider is None:  # this process mails confirmations: refuse unusable
+        require_live_links(settings, what="the confirmation email")  # links before serving
     secret = settings.secret_key()
     store = Store.from_settings(settings)
     links = Links(settings, secret)
@@ -133,7 +140,7 @@ def _services(settings: Settings, provider: Provider | None, *, inline: bool) ->
         secret_key=secret,
         inline=inline,
         origin=site_origin(settings),
-        csp=CSP.format(site=site_origin(settings)),
+        csp=CSP.format(sources=_form_targets(settings)),
     )
 
 
@@ -176,7 +183,16 @@ def media(filename: str) -> Any:
 def subscribe_page() -> Any:
     sv = services()
     next_url = safe_next(request.args.get("next"), sv.settings)
-    return render_template("subscribe.html", **form_context(sv.settings, "hosted", next_url))
+    return render_template("subscribe.html", **_hosted_form(sv, "hosted", next_url))
+
+
+def _hosted_form(sv: Services, form_id: str, next_url: str | None) -> dict[str, Any]:
+    """The form on our own page posts back to where the page came from (the host and port
+    it was served on), not to ``base_url``: a page on another port or host name than
+    base_url says would otherwise post where the browser (CSP form-action) refuses."""
+    context = form_context(sv.settings, form_id, next_url)
+    context["form_action"] = url_for("web.subscribe")
+    return context
 
 
 @bp.post("/subscribe")
@@ -318,7 +334,7 @@ def _form_error(sv: Services, body: Body, exc: InvalidInput) -> Any:
     """Show the hosted form again with the message and what the person typed."""
     given = body.get("form")
     form_id = given if isinstance(given, str) and given in FORMS else DEFAULT_FORM
-    context = form_context(sv.settings, form_id, safe_next(body.get("next"), sv.settings))
+    context = _hosted_form(sv, form_id, safe_next(body.get("next"), sv.settings))
     chosen = [t for t in body.get_list("topics") if t in sv.settings.topics]
     context["values"] = {"email": body.get("email") or "", "name": body.get("name") or ""}
     context["checked_topics"] = chosen if _topics_chosen(body) else list(sv.settings.topics)
@@ -391,8 +407,16 @@ def _check_csrf(sv: Services, value: Any, subscriber_id: int) -> None:
 
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data: https:; "
-    "form-action 'self' {site}; frame-ancestors 'none'; base-uri 'none'"
+    "form-action 'self' {sources}; frame-ancestors 'none'; base-uri 'none'"
 )
+
+
+def _form_targets(settings: Settings) -> str:
+    """Where our forms may post or redirect to: this app (``'self'``, and base_url's origin
+    in case the page was reached by another name) and the author's site (``next``)."""
+    base = urlsplit(settings.base_url)
+    origins = [f"{base.scheme}://{base.netloc}".lower(), site_origin(settings)]
+    return " ".join(dict.fromkeys(o for o in origins if o != "://"))
 
 
 def _headers(response: Response) -> Response:

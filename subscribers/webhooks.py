@@ -142,7 +142,12 @@ def _handle(hooks: WebhookState, provider: str, parsed: Parsed) -> int:
 # ---- errors: JSON for the provider, a log line for us, never a trace -----------------
 
 
-@bp.errorhandler(WebhookError)
+def json_errors(blueprint: Blueprint) -> None:
+    """Answer a blueprint's errors as these webhooks do (the inbound path shares them)."""
+    blueprint.register_error_handler(WebhookError, _webhook_error)
+    blueprint.register_error_handler(HTTPException, _http_error)
+
+
 def _webhook_error(exc: WebhookError) -> Any:
     level = logging.INFO if exc.status == 400 else logging.WARNING
     log.log(level, "webhook %s refused (%s from %s): %s", request.path, exc.status,
@@ -153,8 +158,10 @@ def _webhook_error(exc: WebhookError) -> Any:
     return {"error": {"status": exc.status, "message": exc.message}}, exc.status, headers
 
 
-@bp.errorhandler(HTTPException)
 def _http_error(exc: HTTPException) -> Any:
     status = exc.code or 400
     log.info("webhook %s refused (%s): %s", request.path, status, exc.description)
     return {"error": {"status": status, "message": exc.description or exc.name}}, status
+
+
+json_errors(bp)

@@ -84,8 +84,8 @@ def unsubscribe_url(list_unsubscribe: str) -> str:
 
 def read_outbox(outbox_dir: Path) -> list[EmailMessage]:
     """Every message in the outbox Maildir, oldest first (by delivery time)."""
-    if not outbox_dir.exists():
-        return []
+    if not all((outbox_dir / sub).is_dir() for sub in ("tmp", "new", "cur")):
+        return []  # not there yet, or being made by another process right now
     box = mailbox.Maildir(outbox_dir, create=False)
     keys = sorted(box.iterkeys(), key=lambda key: (box.get_message(key).get_date(), key))
     return [

@@ -124,6 +124,7 @@ def sink_project(
         "NEWSLETTER_CONFIG": str(cfg),
         "NEWSLETTER_DATABASE_URL": db_url,
         "NEWSLETTER_SECRET_KEY": "process-test",
+        "NEWSLETTER_BASE_URL": "https://news.hingestrength.example.com",  # pipeline.guard
         "POSTMARK_SERVER_TOKEN": "server-token",
         "MAILGUN_API_KEY": "key-test",
         "SENDGRID_API_KEY": "SG.test",

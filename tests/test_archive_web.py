@@ -116,3 +116,16 @@ def test_the_emails_view_in_browser_link_opens_the_issue_page(run, client, setti
     page = client.get("/archive/hip-hinge/")
     assert page.status_code == 200
     assert b"<h1>Master the Hip Hinge To Protect and Strengthen Your Lower Back</h1>" in page.data
+
+
+def test_a_step_kept_out_of_the_archive_has_its_web_version_at_view(client, settings) -> None:
+    from archive_helpers import record_sent
+
+    front = update_module("Hello there", "delay: 0d\ntopic: updates")
+    write_module(settings, "01-hello", front, "Welcome aboard.", "sequences/intro")
+    add_readers(settings)
+    assert client.get("/view/intro/hello").status_code == 404  # not sent yet
+    record_sent(settings, "intro/hello", "updates")
+    page = client.get("/view/intro/hello")
+    assert page.status_code == 200 and b"Welcome aboard." in page.data
+    assert client.get("/archive/intro/hello/").status_code == 404  # steps stay out

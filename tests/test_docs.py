@@ -47,6 +47,40 @@ def test_make_targets_in_readme_exist() -> None:
         "make send",
         "make test",
     ]
-    for target in ("demo", "send", "test", "lint", "bench", "preview", "serve", "dev"):
+    targets = ("demo", "send", "test", "lint", "bench", "check", "preview", "serve", "doctor")
+    for target in (*targets, "dev"):
         assert f"make {target}" in README
         assert f"\n{target}:" in makefile
+
+
+def test_every_setting_is_in_the_readme_table_with_its_default() -> None:
+    """One README table documents every key of the settings schema, and nothing else."""
+    import json
+    import re
+
+    from pipeline.settings import SCHEMA
+
+    rows = dict(re.findall(r"(?m)^\| `([a-z_]+\.[a-z_<>]+)` \| `([^`]*)`", README))
+    documented = {key for key in rows if not key.startswith("topics.")}
+    schema = {f"{section}.{key}" for section, keys in SCHEMA.items() for key in keys}
+    assert documented == schema, (
+        f"missing from README: {sorted(schema - documented)}; "
+        f"not settings: {sorted(documented - schema)}"
+    )
+    for name in schema:
+        section, key = name.split(".")
+        default = SCHEMA[section][key][1]
+        shown = json.dumps(default) if isinstance(default, str) else str(default)
+        assert rows[name] == shown, f"README shows {name} = {rows[name]}, the schema {shown}"
+    assert "topics.<key>" in rows
+
+
+def test_every_newsletter_variable_the_code_reads_is_documented() -> None:
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    code = "".join(
+        p.read_text() for d in ("pipeline", "subscribers") for p in (root / d).rglob("*.py")
+    )
+    for name in sorted(set(re.findall(r"\bNEWSLETTER_[A-Z_]+\b", code))):
+        assert f"`{name}`" in README, f"README does not document {name}"

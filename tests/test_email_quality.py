@@ -271,16 +271,16 @@ def test_web_version_follows_the_archive_setting_and_front_matter(project, test_
     kept = write(settings, "kept", "archive: false\n", "x\n")
     assert view(kept) == f"{settings.base_url}/view/kept"
     # A sequence step is in the archive only when it says so, under its sequence.
-    folder = settings.content_dir / "sequences" / "welcome"
+    folder = settings.content_dir / "sequences" / "intro"
     folder.mkdir(parents=True)
     for name, extra in (("hello", ""), ("best-of", "archive: true\n")):
         (folder / f"{name}.md").write_text(
             f"---\ntitle: {name}\ndate: 2026-02-01\nkind: update\ndelay: 1d\n{extra}---\nx\n"
         )
     step = compile_campaign(load_module(folder / "best-of.md", settings), settings)
-    assert view(step) == "https://news.example.com/letters/welcome/best-of/"
+    assert view(step) == "https://news.example.com/letters/intro/best-of/"
     hello = compile_campaign(load_module(folder / "hello.md", settings), settings)
-    assert view(hello) == f"{settings.base_url}/view/hello"
+    assert view(hello) == f"{settings.base_url}/view/intro/hello"
 
 
 def test_link_texts_make_sense_on_their_own(seed: Compiled) -> None:

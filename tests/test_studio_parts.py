@@ -187,5 +187,10 @@ def test_a_broken_module_renders_as_a_failure_with_file_line_and_context(
 
 
 def test_catalog_lists_every_module_once(settings: Settings) -> None:
-    keys = [e.key for e in entries(settings)]
-    assert sorted(keys) == ["bulletproof-back-program", "hip-hinge"]
+    found = {e.key: e.group for e in entries(settings)}
+    assert found == {
+        "bulletproof-back-program": "Content modules",
+        "hip-hinge": "Content modules",
+        "welcome/welcome": "Sequence: welcome",  # content/sequences/welcome/01-welcome.md
+        "welcome/three-mistakes": "Sequence: welcome",
+    }

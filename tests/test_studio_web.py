@@ -80,7 +80,10 @@ def test_index_lists_every_module_newest_first_with_its_check_result(
         "long-subject",
         "hip-hinge",
         "bulletproof-back-program",
+        "welcome/three-mistakes",  # the sequence's steps, under their own heading
+        "welcome/welcome",
     ]
+    assert "<h1>Sequence: welcome <small>2</small></h1>" in html
     assert '<a href="/m/hip-hinge">Master the Hip Hinge' in rows[2]
     assert re.search(r">\d\d\.\d KB<", rows[2]) and 'class="count ok">ok' in rows[2]
     assert "update" in rows[2] and "updates" in rows[2] and "2026-11-23" in rows[2]
@@ -101,6 +104,12 @@ def test_index_says_what_was_sent(client: FlaskClient, settings: Settings) -> No
     assert "sent 0 (" in hinge
     offer = html.split('<tr data-key="bulletproof-back-program"')[1].split("</tr>")[0]
     assert "draft" in offer
+
+
+def test_a_sequence_step_has_its_page(client: FlaskClient) -> None:
+    html = page(client, "/m/welcome/welcome")
+    assert "Welcome to Hinge Strength: start with your hips" in html
+    assert "Thanks for confirming" in html  # the text tab
 
 
 def test_template_problems_show_on_the_index(client: FlaskClient, settings: Settings) -> None:

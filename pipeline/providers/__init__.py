@@ -26,7 +26,15 @@ PROVIDERS: dict[str, str] = {
     "resend": "pipeline.providers.resend:ResendProvider",
 }
 
-__all__ = ["PROVIDERS", "Provider", "SendResult", "Status", "get_provider", "provider_class"]
+__all__ = [
+    "PROVIDERS",
+    "Provider",
+    "SendResult",
+    "Status",
+    "check_provider",
+    "get_provider",
+    "provider_class",
+]
 
 
 def provider_class(name: str) -> type[Provider]:
@@ -50,3 +58,11 @@ def get_provider(settings: Settings, *, sleep: Sleep | None = None) -> Provider:
     """
     cls = provider_class(settings.provider)
     return cls.from_settings(settings, sleep=sleep)
+
+
+def check_provider(settings: Settings) -> str:
+    """Build the configured provider without sending: its settings and credentials are
+    present (ConfigError names what is missing). Says what it checked, for the user."""
+    with get_provider(settings) as provider:
+        description = repr(provider).strip("<>")
+    return f"settings and credentials present ({description}); nothing contacted"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pipeline.check import Problem, check_module
 from pipeline.content import ContentModule, load_module, module_paths, slug_for
+from pipeline.sequences import sequence_names, step_name, step_paths
 from pipeline.settings import Settings
 
 Loader = Callable[[Path, Settings], ContentModule]
@@ -43,7 +44,16 @@ def content_modules(settings: Settings) -> list[Entry]:
     return [Entry(slug_for(p) if slugs[slug_for(p)] == 1 else p.stem, p) for p in paths]
 
 
-SOURCES: list[Callable[[Settings], list[Entry]]] = [content_modules]
+def sequence_steps(settings: Settings) -> list[Entry]:
+    """``content/sequences/<name>/*.md``, keyed ``<name>/<step>``, one group per sequence."""
+    return [
+        Entry(f"{name}/{step_name(p)}", p, group=f"Sequence: {name}")
+        for name in sequence_names(settings)
+        for p in step_paths(settings, name)
+    ]
+
+
+SOURCES: list[Callable[[Settings], list[Entry]]] = [content_modules, sequence_steps]
 
 
 def entries(settings: Settings) -> list[Entry]:
