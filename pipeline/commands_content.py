@@ -12,7 +12,7 @@ from pipeline.content import format_delay, load_module, module_paths, peek, pick
 from pipeline.errors import PipelineError
 from pipeline.preview import write_preview
 from pipeline.problems import Problem
-from pipeline.sequences import find_any, step_paths
+from pipeline.sequences import find_any, is_step, step_paths
 from pipeline.settings import Settings
 
 
@@ -51,7 +51,9 @@ def check(ctx: click.Context, slugs: tuple[str, ...]) -> None:
         click.secho(f"{path}: draft (draft: true): checked, never sent", fg="cyan")
     warnings = len(problems) - errors
     note = f" ({len(drafts)} draft(s))" if drafts else ""
-    summary = f"checked {len(paths)} module(s){note}: {errors} error(s), {warnings} warning(s)"
+    steps = sum(is_step(settings, p) for p in paths)
+    what = f"{len(paths) - steps} module(s)" + (f" and {steps} sequence step(s)" if steps else "")
+    summary = f"checked {what}{note}: {errors} error(s), {warnings} warning(s)"
     click.secho(summary, fg="red" if errors else "green", err=True)
     if errors:
         ctx.exit(1)

@@ -30,7 +30,7 @@ def add_module(project: Path, name: str, front: str, body: str = "Hello there.\n
 def test_check_passes_on_the_shipped_content(run) -> None:
     result = run("check")
     assert result.exit_code == 0, result.output
-    assert "checked 2 module(s): 0 error(s), 0 warning(s)" in result.output
+    assert "checked 2 module(s) and 2 sequence step(s): 0 error(s), 0 warning(s)" in result.output
 
 
 def test_check_reports_each_problem_with_file_and_line(run, project: Path) -> None:

@@ -149,7 +149,12 @@ def test_report_names_the_provider_of_each_run(run, store, project: Path) -> Non
     assert run("send", "hip-hinge", "--yes", "--batch-size", "2", "--rate", "0").exit_code == 0
     fill(store, 2, start=6)
     cfg = project / "newsletter.toml"
-    cfg.write_text(cfg.read_text().replace('name = "outbox"', 'name = "smtp"'))
+    public = 'base_url = "https://news.hingestrength.example.com"'  # the guard wants https
+    cfg.write_text(
+        cfg.read_text()
+        .replace('name = "outbox"', 'name = "smtp"')
+        .replace('base_url = "http://127.0.0.1:8000"', public)
+    )
     # smtp without SMTP_URL: refused before anything is touched
     refused = run("send", "hip-hinge", "--yes", "--include-new")
     assert refused.exit_code == 1 and "SMTP_URL" in refused.output
@@ -165,7 +170,11 @@ def test_report_names_the_provider_of_each_run(run, store, project: Path) -> Non
 def test_no_campaign_is_created_when_the_provider_is_not_ready(run, store, project: Path) -> None:
     fill(store, 3)
     cfg = project / "newsletter.toml"
-    cfg.write_text(cfg.read_text().replace('name = "outbox"', 'name = "postmark"'))
+    cfg.write_text(
+        cfg.read_text()
+        .replace('name = "outbox"', 'name = "postmark"')
+        .replace('base_url = "http://127.0.0.1:8000"', 'base_url = "https://news.example.com"')
+    )
     result = run("send", "hip-hinge", "--yes")
     assert result.exit_code == 1 and "POSTMARK_SERVER_TOKEN" in result.output
     listing = run("campaigns")

@@ -85,7 +85,8 @@ def test_check_marks_drafts(run, draft: Path) -> None:
     result = run("check")
     assert result.exit_code == 0, result.output
     assert f"{draft}: draft (draft: true): checked, never sent" in result.output
-    assert "checked 3 module(s) (1 draft(s)): 0 error(s), 0 warning(s)" in result.output
+    summary = "checked 3 module(s) and 2 sequence step(s) (1 draft(s)): 0 error(s), 0 warning(s)"
+    assert summary in result.output
 
 
 def test_draft_must_be_true_or_false(run, project: Path) -> None:
@@ -126,7 +127,8 @@ def test_check_shows_every_front_matter_error(run, project: Path) -> None:
         f"{path}:3: error: date: expected YYYY-MM-DD",
         f"{path}:4: error: kind: expected one of update, offer, got 'newsletter'",
         f"{path}:5: error: unknown field 'colour' (known: title, date, kind, topic, subject, "
-        "preheader, url, image, image_alt, cta_text, cta_url, price, draft)",
+        "preheader, url, image, image_alt, image_width, image_height, cta_text, "
+        "cta_url, price, delay, draft)",
         f"{path}:6: error: image_alt: required when image is set (describe the image)",
         f"{path}:7: error: title: given twice",
     ]

@@ -135,4 +135,4 @@ def test_preview_and_check_targets_on_a_fresh_copy(clone: Path) -> None:
     assert (clone / "var" / "preview" / "hip-hinge.html").is_file()
     check = run(clone, "make check")
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "checked 2 module(s): 0 error(s), 0 warning(s)" in check.stderr
+    assert "checked 2 module(s) and 2 sequence step(s): 0 error(s), 0 warning(s)" in check.stderr

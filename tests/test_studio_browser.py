@@ -95,6 +95,8 @@ def test_index_lists_modules_and_follows_new_files(
     assert titles == [
         "Master the Hip Hinge To Protect and Strengthen Your Lower Back",
         "The Bulletproof Back: 8-Week Coaching Program",
+        "Three hinge mistakes, and how to fix them",  # the welcome sequence's steps
+        "Welcome to Hinge Strength",
     ]
     assert page.locator("tr[data-key='hip-hinge'] .count.ok").inner_text() == "ok"
     page.screenshot(path=str(artifacts / "studio-index.png"), full_page=True)
