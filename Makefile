@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 CONTENT ?=
 PORT    ?= 8000
 
-.PHONY: install test lint check preview send serve dev doctor bench demo clean
+.PHONY: install test lint check preview send serve dev doctor archive bench demo clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -41,6 +41,9 @@ doctor: $(STAMP)
 
 dev: $(STAMP)
 	$(BIN)/newsletter dev $(CONTENT)
+
+archive: $(STAMP)
+	$(BIN)/newsletter archive $(ARCHIVE_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -2,7 +2,8 @@
 
 Sample readers sign up through the real form endpoint (the Flask app, in process),
 their confirmation emails land in the outbox, the demo opens each confirmation link,
-then sends the seed article with ``newsletter send`` and says where the mail is.
+then sends the seed article with ``newsletter send``, says where the mail is, and
+builds the public archive (``newsletter archive``).
 Everything lives in ``var/demo/`` (its own config, SQLite file and Maildir), which is
 made afresh on every run, so the author's own store under ``var/`` is never touched.
 """
@@ -89,6 +90,8 @@ def main() -> None:
         f"   Or read the folder as a mailbox:  mutt -f {outbox}\n"
         f"   Campaign report:  {command_name()} --config {config} report hip-hinge"
     )
+    click.secho("\n4. The article joins the public archive (web pages and an Atom feed)", bold=True)
+    cli.main(["--config", str(config), "archive"], standalone_mode=False)
 
 
 if __name__ == "__main__":

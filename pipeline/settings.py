@@ -35,6 +35,9 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "unsubscribe_email": (str, ""),
         "site_url": (str, ""),
         "timezone": (str, "UTC"),  # IANA name: scheduled times and the sending window
+        # Where the public archive is published (`newsletter archive`); default: the web
+        # app's /archive. The feed's links and "View in your browser" point there.
+        "archive_url": (str, ""),
     },
     "store": {"url": (str, "")},
     "provider": {
@@ -127,6 +130,7 @@ class Settings:
     timezone: str = "UTC"  # [site] timezone
     send_window: str = ""  # [send] window, in the site's time zone
     send_in_flight: int = 0  # [send] in_flight: batches in flight per process (0: provider's)
+    archive_url: str = ""  # the public archive's address, without a trailing slash
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -152,10 +156,14 @@ class Settings:
         return bool(self.env.get("NEWSLETTER_BASE_URL", "").strip())
 
     def with_base_url(self, url: str) -> Settings:
-        """These settings with another base_url (site_url follows when it defaulted to it)."""
+        """These settings with another base_url (site_url and archive_url follow when they
+        defaulted to it)."""
         url = url.rstrip("/")
         site_url = url if self.site_url == self.base_url else self.site_url
-        return replace(self, base_url=url, site_url=site_url)
+        archive = self.archive_url
+        if archive == f"{self.base_url}/archive":
+            archive = f"{url}/archive"
+        return replace(self, base_url=url, site_url=site_url, archive_url=archive)
 
     def secret(self, name: str, *, needed_for: str) -> str:
         """A secret from the environment, or an error that says where to set it."""
@@ -337,6 +345,7 @@ def _build(
         timezone=_timezone(site["timezone"], path),
         send_window=_window(send["window"], path),
         send_in_flight=max(0, send["in_flight"]),
+        archive_url=_archive_url(site["archive_url"], base_url, path),
         env=env,
     )
 
@@ -371,3 +380,16 @@ def _unsubscribe_email(address: str, inbound: str, path: Path | None) -> str:
             f"{inbound} receives and forwards to /inbound/{inbound}",
         )
     return parseaddr(address)[1]
+
+
+def _archive_url(given: str, base_url: str, path: Path | None) -> str:
+    """``[site] archive_url``, or the web app's ``/archive`` (``base_url`` is checked)."""
+    if not given:
+        return f"{base_url}/archive"
+    parts = urlsplit(given)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{path}: site.archive_url must be an http(s) URL, got {given!r}",
+            hint='where the archive is published, e.g. "https://example.com/newsletter"',
+        )
+    return given.rstrip("/")

@@ -61,6 +61,16 @@ class Campaign:
 
 
 @dataclass(frozen=True)
+class SentCampaign:
+    """A campaign that reached at least one reader (what the public archive lists)."""
+
+    slug: str
+    topic: str
+    first_sent_at: dt.datetime
+    sent: int  # readers it reached
+
+
+@dataclass(frozen=True)
 class Claimed:
     """A batch this worker owns: ``(subscriber_id, email, name)`` rows in id order of
     those still eligible, and the ids of those who left the list since the snapshot.
@@ -120,6 +130,20 @@ class Ledger:
             rows = conn.execute(sa.select(c).order_by(c.c.created_at, c.c.id)).all()
             counts = _counts(conn, None)
         return [(_campaign(r), counts.get(r.id, {})) for r in rows]
+
+    def sent_campaigns(self) -> list[SentCampaign]:
+        """Campaigns sent to at least one reader, oldest first, with when the first copy
+        went out. Nothing about the readers themselves."""
+        first = sa.func.min(d.c.sent_at)
+        query = (
+            sa.select(c.c.slug, c.c.topic, first.label("first"), sa.func.count().label("n"))
+            .join(d, d.c.campaign_id == c.c.id)
+            .where(d.c.status == "sent")
+            .group_by(c.c.id, c.c.slug, c.c.topic)
+            .order_by(first, c.c.id)
+        )
+        with self.store._read() as conn:
+            return [SentCampaign(r.slug, r.topic, r.first, r.n) for r in conn.execute(query)]
 
     def open_campaign(
         self,

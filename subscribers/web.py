@@ -46,7 +46,7 @@ from pipeline.errors import ConfigError, PipelineError, ProviderError
 from pipeline.guard import require_live_links
 from pipeline.providers.base import Provider
 from pipeline.settings import Settings, load_settings
-from subscribers import pages
+from subscribers import archive_web, pages
 from subscribers.confirmation import ConfirmationSender, Links
 from subscribers.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
 from subscribers.forms import DEFAULT_FORM, FORMS, form_context, safe_next, site_origin
@@ -117,6 +117,7 @@ def create_app(
     _trust_proxies(app, settings)
     app.register_blueprint(bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(archive_web.bp)  # /archive/: the public archive and its feed
     app.register_blueprint(webhooks_bp)  # POST /webhooks/<provider>
     app.register_blueprint(inbound_bp)  # POST /inbound/<provider>: mailto unsubscribes
     _register_error_handlers(app)
