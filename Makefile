@@ -48,7 +48,7 @@ $(UV): | $(BIN)/python
 # Needs only pyproject.toml (not an install from the old lock), so it works right after a
 # merge that added a dependency.
 lock: | $(UV)
-	@$(UV) --version | grep -qx "uv $(UV_VERSION)" || $(PIP) install -q uv==$(UV_VERSION)
+	@test "$$($(UV) --version | cut -d' ' -f2)" = $(UV_VERSION) || $(PIP) install -q uv==$(UV_VERSION)
 	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' > $(BUILD_REQS)
 	$(UV_COMPILE) pyproject.toml $(BUILD_REQS) --extra dev -o requirements-dev.lock
 	$(UV_COMPILE) pyproject.toml $(BUILD_REQS) -c requirements-dev.lock -o requirements.lock
