@@ -86,12 +86,15 @@ def absolute_imports(tree: ast.AST) -> Iterator[tuple[int, str]]:
 
 
 def local_modules(root: Path, file: Path) -> set[str]:
-    """The repository's own top-level packages and the importing file's sibling modules
-    (tests/ is on sys.path: `from helpers import ...`)."""
-    here = {p.stem for p in file.parent.glob("*.py")} | {
-        p.parent.name for p in file.parent.glob("*/__init__.py")
-    }
+    """The repository's own top-level packages and modules, and, for a file in a folder that
+    is not a package (tests/: pytest puts it on sys.path), the modules beside it. In a
+    package, `import requests` is the library even beside a requests.py."""
     top = {p.parent.name for p in root.glob("*/__init__.py")} | {p.stem for p in root.glob("*.py")}
+    here: set[str] = set()
+    if not (file.parent / "__init__.py").exists():
+        here = {p.stem for p in file.parent.glob("*.py")} | {
+            p.parent.name for p in file.parent.glob("*/__init__.py")
+        }
     return here | top | set(PRODUCT) | set(DEV_TREES)
 
 
@@ -152,6 +155,7 @@ def test_an_undeclared_import_is_named_with_its_file_and_line(tmp_path: Path) ->
     (tmp_path / "pipeline").mkdir()
     (tmp_path / "pipeline" / "__init__.py").write_text("")
     (tmp_path / "pipeline" / "sibling.py").write_text("")
+    (tmp_path / "pipeline" / "yaml.py").write_text("")  # beside it, yet not what `import yaml` is
     (tmp_path / "pipeline" / "mod.py").write_text(
         "from __future__ import annotations\n"
         "import os.path\n"
@@ -188,6 +192,15 @@ def test_a_dev_only_package_in_the_product_is_caught(tmp_path: Path) -> None:
     ]
     dev = ImportCheck(tmp_path, names(requirements("default")) | {"pytest"}, DEV_WHERE)
     assert dev.problems(["subscribers"]) == []
+
+
+def test_modules_beside_a_test_are_its_own_not_dependencies(tmp_path: Path) -> None:
+    """tests/ is no package: pytest puts it on sys.path, so `helpers` is the file beside."""
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "helpers.py").write_text("")
+    (tmp_path / "tests" / "test_x.py").write_text("from helpers import make\nimport markdown_it\n")
+    problems = ImportCheck(tmp_path, {"pytest"}, DEV_WHERE).problems(["tests"])
+    assert len(problems) == 1 and problems[0].startswith("tests/test_x.py:2: imports `markdown_it`")
 
 
 # Released at 1.0 or later, yet each new minor changes what the product outputs (HTML,
