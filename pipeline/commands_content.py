@@ -74,7 +74,7 @@ def preview(ctx: click.Context, slug: str | None, out: Path | None, open_: bool)
 
     settings = get_settings(ctx)
     module = load_module(find_module(settings, slug), settings) if slug else newest(settings)
-    token = subscriber_token(settings.secret_key(), 0)
+    token = subscriber_token(settings.secret_key(), 0, "")  # no reader has id 0
     files = write_preview(module, settings, out or settings.var_dir / "preview", token=token)
     for path in files.paths:
         click.echo(f"wrote {path}")

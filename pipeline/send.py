@@ -21,13 +21,13 @@ from pipeline.message import Message
 from pipeline.providers.base import Provider, SendResult
 from pipeline.render import Compiled, Recipient
 
-TokenFor = Callable[[int], str]
+TokenFor = Callable[[int, str], str]  # (subscriber id, link key) -> link token
 Progress = Callable[[int], None]
 
 
 class Claimed(Protocol):
     claim: str
-    rows: list[tuple[int, str, str]]  # (id, email, name) of those still eligible
+    rows: list[tuple[int, str, str, str]]  # (id, email, name, link_key) of those still eligible
     left: list[int]  # ids of those who left the list since the snapshot
 
 
@@ -192,14 +192,14 @@ class Sender:
         self.progress(len(rows) + len(skipped))
 
     def message(
-        self, row: tuple[int, str, str], encodings: frozenset[str] = frozenset()
+        self, row: tuple[int, str, str, str], encodings: frozenset[str] = frozenset()
     ) -> Message:
-        sid, email, name = row
-        recipient = Recipient(sid, email, name, self.token_for(sid))
+        sid, email, name, link_key = row
+        recipient = Recipient(sid, email, name, self.token_for(sid, link_key))
         return self.compiled.personalize(recipient, encodings=encodings)
 
     def _suppress(
-        self, rows: list[tuple[int, str, str]], results: Sequence[SendResult], provider: str
+        self, rows: list[tuple[int, str, str, str]], results: Sequence[SendResult], provider: str
     ) -> int:
         hard = [(r, res) for r, res in zip(rows, results, strict=True) if res.suppress]
         for row, res in hard:

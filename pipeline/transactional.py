@@ -18,8 +18,14 @@ def confirmation_message(
     confirm_url: str,
     topics: list[str],
     unsubscribe_url: str = "",
+    unsubscribe_token: str = "",
 ) -> Message:
-    """The double opt-in email. ``topics`` are topic keys; shown by display name."""
+    """The double opt-in email. ``topics`` are topic keys; shown by display name.
+
+    ``name`` is whatever was typed into a public form: the templates escape it (HTML
+    autoescape for .mjml.j2). ``unsubscribe_token`` goes into the mailto subject of
+    List-Unsubscribe, as in campaigns, so a mailed request names its reader.
+    """
     first = name.split()[0] if name.strip() else "there"
     context = {
         "subject": f"Confirm your subscription to {settings.site_name}",
@@ -40,8 +46,9 @@ def confirmation_message(
     headers: dict[str, str] = {}
     if unsubscribe_url:
         headers = static_headers(settings, "confirm", "confirm")
+        subject = f"unsubscribe%20{unsubscribe_token}" if unsubscribe_token else "unsubscribe"
         headers["List-Unsubscribe"] = (
-            f"<{unsubscribe_url}>, <mailto:{settings.unsubscribe_email}?subject=unsubscribe>"
+            f"<{unsubscribe_url}>, <mailto:{settings.unsubscribe_email}?subject={subject}>"
         )
     return Message(
         to_email=email,

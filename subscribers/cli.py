@@ -111,7 +111,9 @@ def add(
         _check_added(store, result.outcome, row.email)
         mailed = not confirmed and not no_email
         if mailed:
-            _sender(settings, store).send(result.subscriber_id, row.email, row.name, row.topics)  # type: ignore[arg-type]
+            item = store.confirmation_for(result.subscriber_id or 0)
+            assert item is not None  # just added in this process
+            _sender(settings, store).send(item)
     status = "active" if confirmed else "pending"
     note = "; confirmation email sent" if mailed else ""
     click.echo(f"added {row.email} ({status}; topics: {', '.join(row.topics)}{note})")

@@ -141,7 +141,7 @@ def sent_campaign(
     assert claimed is not None
     pid = dict(zip(emails, provider_ids, strict=True))
     by_id = {ids[e]: e for e in emails}
-    outcomes = [Outcome(sid, "sent", pid[by_id[sid]]) for sid, _, _ in claimed.rows]
+    outcomes = [Outcome(sid, "sent", pid[by_id[sid]]) for sid, *_ in claimed.rows]
     ledger.record(campaign.id, claimed.claim, outcomes)
     return {
         e: Sent(e, ids[e], f"<{SLUG}.{TOPIC}.{ids[e]}@{settings.site_domain}>", pid[e])
