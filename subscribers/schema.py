@@ -176,7 +176,7 @@ deliveries = sa.Table(
 )
 
 # A signup for an address already in the store: what the person asked for, applied only
-# when they follow the link in the confirmation email it sends (subscribers.requests).
+# when they follow the link in the confirmation email it sends (subscribers.signup_requests).
 signup_requests = sa.Table(
     "signup_requests",
     metadata,

@@ -25,8 +25,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pipeline.settings import Settings
-from subscribers import requests
 from subscribers import schema as s
+from subscribers import signup_requests
 from subscribers.db import make_engine, normalise_url, writer
 from subscribers.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
 from subscribers.tokens import new_link_key
@@ -314,7 +314,7 @@ class Store:
         ):
             _event(conn, row.id, "confirmation_capped", now, consent.source)
             return SignupOutcome(row.id, "capped", False)
-        request_id = requests.add(conn, row.id, name or None, topics, consent, now)
+        request_id = signup_requests.add(conn, row.id, name or None, topics, consent, now)
         _event(conn, row.id, "confirmation_queued", now, consent.source)
         _enqueue_confirmation(conn, row.id, now, new=False, request_id=request_id)
         return SignupOutcome(row.id, "resend", True)
@@ -359,7 +359,7 @@ class Store:
     def _confirm_request(
         self, conn: Connection, row: Any, request_id: int, consent: Consent, now: dt.datetime
     ) -> tuple[Subscriber, bool]:
-        request = requests.get(conn, request_id, row.id)
+        request = signup_requests.get(conn, request_id, row.id)
         if request is None:  # used, or withdrawn by a later choice
             if row.status == "active":
                 return _load(conn, s.subscribers.c.id == row.id), False  # type: ignore[return-value]
@@ -372,7 +372,7 @@ class Store:
                 "this address is blocked from our mailings",
                 hint="reply to any of our emails if you want to receive them again",
             )
-        topics = tuple(t for t in self.topics if t in requests.topics_of(request))
+        topics = tuple(t for t in self.topics if t in signup_requests.topics_of(request))
         values: dict[str, Any] = {"status": "active", "updated_at": now}
         if row.confirmed_at is None:
             values["confirmed_at"] = now
@@ -384,7 +384,7 @@ class Store:
         _consent(conn, row.id, asked, topics, request.created_at)
         _consent(conn, row.id, consent, topics, now)
         _event(conn, row.id, "confirmed", now, consent.source)
-        requests.withdraw(conn, row.id)  # this link is used; older ones are superseded
+        signup_requests.withdraw(conn, row.id)  # this link is used; older ones are superseded
         return _load(conn, s.subscribers.c.id == row.id), True  # type: ignore[return-value]
 
     def unsubscribe(self, subscriber_id: int, *, source: str) -> Subscriber | None:
@@ -394,7 +394,7 @@ class Store:
             row = _lock_by_id(conn, subscriber_id)
             if row is None:
                 return None
-            requests.withdraw(conn, row.id)  # no confirmation link may undo this
+            signup_requests.withdraw(conn, row.id)  # no confirmation link may undo this
             if row.status in ("active", "pending"):
                 values = {"status": "unsubscribed", "unsubscribed_at": now, "updated_at": now}
                 _update(conn, row.id, values)
@@ -418,7 +418,7 @@ class Store:
             row = _lock_by_id(conn, subscriber_id)
             if row is None:
                 raise NotFound("this link is not valid", hint="use the link from your latest email")
-            requests.withdraw(conn, row.id)  # the latest explicit choice wins
+            signup_requests.withdraw(conn, row.id)  # the latest explicit choice wins
             values: dict[str, Any] = {"updated_at": now}
             if name is not None:
                 values["name"] = clean_name(name)
@@ -514,7 +514,7 @@ class Store:
             row = _lock_by_hash(conn, digest)
             if not erase:
                 if row is not None:
-                    requests.withdraw(conn, row.id)
+                    signup_requests.withdraw(conn, row.id)
                 if row is not None and row.status in ("active", "pending"):
                     values = {"status": "unsubscribed", "unsubscribed_at": now, "updated_at": now}
                     _update(conn, row.id, values)
