@@ -75,7 +75,7 @@ def _send(ledger: Ledger, slug: str) -> None:
     )
     batch = ledger.claim(campaign.id, 10, "updates")
     assert batch is not None
-    ledger.record(campaign.id, batch.claim, [Outcome(sid, "sent") for sid, _, _ in batch.rows])
+    ledger.record(campaign.id, batch.claim, [Outcome(row[0], "sent") for row in batch.rows])
 
 
 def _build(settings: Settings, ledger: Ledger, out: Path) -> tuple[float, Report]:

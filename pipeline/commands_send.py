@@ -492,7 +492,7 @@ def send_test(job: Job, address: str) -> TestSent:
 
     email = normalise_email(address)
     msg = job.compiled.personalize(
-        Recipient("test", email, "", subscriber_token(job.settings.secret_key(), 0)),
+        Recipient("test", email, "", subscriber_token(job.settings.secret_key(), 0, "")),
         message_id=None,
     )
     msg.subject = f"[TEST] {msg.subject}"
@@ -510,8 +510,8 @@ def _dry_run(job: Job, store: Store) -> None:
     token = functools.partial(subscriber_token, job.settings.secret_key())
     start = time.monotonic()
     count = size = 0
-    for sid, email, name in store.eligible_recipients(job.topic):
-        msg = job.compiled.personalize(Recipient(sid, email, name, token(sid)))
+    for sid, email, name, link_key in store.eligible_recipients(job.topic):
+        msg = job.compiled.personalize(Recipient(sid, email, name, token(sid, link_key)))
         count += 1
         size += len(msg.html) + len(msg.text)
     elapsed = time.monotonic() - start

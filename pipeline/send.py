@@ -35,9 +35,9 @@ from pipeline.providers.base import OutcomeUnknown, Provider, SendResult, Status
 from pipeline.render import Compiled, Recipient
 from pipeline.window import Window
 
-TokenFor = Callable[[int], str]
+TokenFor = Callable[[int, str], str]  # (subscriber id, link key) -> link token
 Progress = Callable[[int], None]
-Row = tuple[int, str, str]  # (subscriber id, email, name)
+Row = tuple[int, str, str, str]  # (subscriber id, email, name, link key)
 SETTLE_TRIES = 3  # lookups or re-sends of one unknown batch in one run
 # When a lost answer is settled by the author instead of by a lookup.
 POLICIES = ("settle", "resend", "skip")
@@ -45,7 +45,7 @@ POLICIES = ("settle", "resend", "skip")
 
 class Claimed(Protocol):
     claim: str
-    rows: list[Row]  # (id, email, name) of those still eligible
+    rows: list[Row]  # (id, email, name, link_key) of those still eligible
     left: list[int]  # ids of those who left the list since the snapshot
     claimed_at: dt.datetime  # when first claimed: lookups search from there
     quiet_since: dt.datetime  # no request for it started after this
@@ -441,8 +441,8 @@ class Sender:
     def message(
         self, row: Row, encodings: frozenset[str] = frozenset(), batch: str = ""
     ) -> Message:
-        sid, email, name = row
-        recipient = Recipient(sid, email, name, self.token_for(sid))
+        sid, email, name, link_key = row
+        recipient = Recipient(sid, email, name, self.token_for(sid, link_key))
         msg = self.compiled.personalize(recipient, encodings=encodings)
         if batch:  # lets a lookup find every message of the batch (Postmark, Mailgun)
             msg.metadata["batch"] = batch

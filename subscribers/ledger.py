@@ -72,8 +72,9 @@ class SentCampaign:
 
 @dataclass(frozen=True)
 class Claimed:
-    """A batch this worker owns: ``(subscriber_id, email, name)`` rows in id order of
-    those still eligible, and the ids of those who left the list since the snapshot.
+    """A batch this worker owns: ``(subscriber_id, email, name, link_key)`` rows in id
+    order of those still eligible (``link_key`` signs their links: subscribers.tokens),
+    and the ids of those who left the list since the snapshot.
 
     ``claimed_at`` is when the batch was first claimed (a lookup searches from there);
     ``quiet_since`` the time after which no request for it can have started (a lookup
@@ -81,7 +82,7 @@ class Claimed:
     """
 
     claim: str
-    rows: list[tuple[int, str, str]]
+    rows: list[tuple[int, str, str, str]]
     left: list[int]
     claimed_at: dt.datetime
     quiet_since: dt.datetime
@@ -493,15 +494,15 @@ def _claimed(
     sub = s.subscribers
     eligible = sa.case((eligible_clause(topic), 1), else_=0).label("eligible")
     query = (
-        sa.select(sub.c.id, sub.c.email, sub.c.name, eligible)
+        sa.select(sub.c.id, sub.c.email, sub.c.name, sub.c.link_key, eligible)
         .join(d, d.c.subscriber_id == sub.c.id)
         .where(d.c.campaign_id == campaign_id, d.c.claim == claim, d.c.status.in_(HELD))
         .order_by(sub.c.id)
     )
     rows, left = [], []
-    for sid, email, name, ok in conn.execute(query):
+    for sid, email, name, link_key, ok in conn.execute(query):
         if ok:
-            rows.append((sid, email, name))
+            rows.append((sid, email, name, link_key))
         else:
             left.append(sid)
     return Claimed(claim, rows, left, claimed_at, quiet_since)

@@ -66,7 +66,7 @@ def record_sent(settings: Settings, slug: str, topic: str, *, sent: bool = True)
         batch = ledger.claim(campaign.id, 100, topic)
         assert batch is not None and batch.rows
         status = "sent" if sent else "failed"
-        ledger.record(campaign.id, batch.claim, [Outcome(sid, status) for sid, _, _ in batch.rows])
+        ledger.record(campaign.id, batch.claim, [Outcome(row[0], status) for row in batch.rows])
 
 
 def write_module(settings: Settings, name: str, front: str, body: str, folder: str = "") -> Path:
@@ -97,7 +97,9 @@ def reader_traces(settings: Settings, ids: list[int]) -> list[str]:
     for reader in READERS:
         local, domain = reader.email.split("@")
         traces += [reader.email, local, domain, *reader.name.split()]
-    traces += [subscriber_token(settings.secret_key(), sid) for sid in ids]
+    with Store.from_settings(settings) as store:
+        keys = {sid: store.get(sid).link_key for sid in ids}  # type: ignore[union-attr]
+    traces += [subscriber_token(settings.secret_key(), sid, keys[sid]) for sid in ids]
     for message in read_outbox(settings.outbox_dir):
         traces.append(message["Message-ID"].strip("<>"))
         traces += re.findall(

@@ -78,7 +78,7 @@ def test_the_window_never_exceeds_the_providers_cap(tmp_path: Path, settings: Se
             campaign_id=campaign.id,
             ledger=ledger,
             provider_factory=lambda: Slow(shared),
-            token_for=lambda sid: f"t{sid}",
+            token_for=lambda sid, link_key: f"t{sid}",
             batch_size=10,
             limiter=RateLimiter(0),
             window=Window(cap=32, start=8),  # asks for more than the provider allows
