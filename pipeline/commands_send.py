@@ -354,6 +354,18 @@ def _confirm(job: Job, recipients: int, note: str, yes: bool) -> None:
     click.confirm(f"Send to {recipients} recipient(s)?", abort=True)
 
 
+MESSAGES_IN_FLIGHT = 2000  # messages one process holds in flight: memory stays ~100 MB
+
+
+def lanes(settings: Settings, batch_size: int) -> int:
+    """Batches one process may keep in flight: ``[send] in_flight``, else as many as the
+    provider allows and ``MESSAGES_IN_FLIGHT`` messages fill (4 of Postmark's 500)."""
+    if settings.send_in_flight:
+        return settings.send_in_flight
+    cap = provider_class(settings.provider).max_in_flight
+    return max(1, min(cap, MESSAGES_IN_FLIGHT // max(1, batch_size)))
+
+
 def make_sender(
     job: Job,
     ledger: Ledger,
@@ -377,7 +389,7 @@ def make_sender(
         token_for=functools.partial(subscriber_token, settings.secret_key()),
         batch_size=size,
         limiter=RateLimiter(settings.send_rate if rate is None else rate),
-        window=Window(settings.send_in_flight or provider_class(settings.provider).max_in_flight),
+        window=Window(lanes(settings, size)),
         run_id=run_id,
         lease=LEASE,
         unknown_policy=policy,

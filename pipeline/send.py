@@ -443,7 +443,8 @@ class Sender:
     ) -> Message:
         sid, email, name, link_key = row
         recipient = Recipient(sid, email, name, self.token_for(sid, link_key))
-        msg = self.compiled.personalize(recipient, encodings=encodings)
+        # A provider that reads pre-encoded bodies never needs the plain strings.
+        msg = self.compiled.personalize(recipient, encodings=encodings, plain=not encodings)
         if batch:  # lets a lookup find every message of the batch (Postmark, Mailgun)
             msg.metadata["batch"] = batch
         return msg

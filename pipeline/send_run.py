@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pipeline.errors import PipelineError
-from pipeline.processes import die_with_parent, watch_parent
+from pipeline.processes import die_with_parent, limit_malloc_arenas, watch_parent
 from pipeline.send import Sender, Tally, heartbeat
 
 if TYPE_CHECKING:
@@ -91,6 +91,7 @@ def run_main(
     wait_for_others: bool,
 ) -> RunResult:
     """This process's run, with a progress bar, helpers, heartbeat and signals."""
+    limit_malloc_arenas()  # before any lane thread starts
     start = time.monotonic()
     result = RunResult(sender.tally, 0.0)
     procs: list[subprocess.Popen[str]] = []
@@ -135,6 +136,7 @@ def run_main(
 def run_child(sender: Sender, ledger: Ledger) -> None:
     """A --concurrency helper: drain the campaign until told to stop or orphaned, then
     print the tally as JSON (the last line of stdout) for the parent to merge."""
+    limit_malloc_arenas()
     watch = watch_parent(os.getppid(), sender.stop.set)
     try:
         with stop_on_signals(sender.stop), heartbeat(ledger, sender.run_id, HEARTBEAT_SECONDS):
