@@ -4,8 +4,10 @@ A real email API answers a batch in hundreds of milliseconds; waiting for each a
 before sending the next leaves the process idle most of the time. The window lets up to
 ``size`` batches be in flight at once (each claimed in the ledger first, as always):
 
-- it grows by one batch per window's worth of clean answers (additive increase) while
-  answers are quick: not slower than ``slow_factor`` times the fastest seen so far;
+- it starts like TCP's slow start: one more batch per clean answer (so it doubles every
+  round trip) until the provider first pushes back; from then on it grows by one batch
+  per window's worth of clean answers (additive increase). An answer is clean when it
+  is not slower than ``slow_factor`` times the fastest seen so far;
 - it halves (multiplicative decrease) when the provider pushes back: a 429 or 503 that
   had to be retried, a lost answer, or latency rising past that bound;
 - it never goes above ``cap`` (the provider's limit, or ``[send] in_flight``), nor
@@ -49,6 +51,7 @@ class Window:
         self.slow_floor = slow_floor  # seconds: latency under this is never "rising"
         self.active = 0
         self.fastest: float | None = None
+        self.threshold = float(self.cap)  # slow start below it, additive increase above
         self.stats = WindowStats(largest=int(self.size))
         self._cond = threading.Condition()
 
@@ -82,8 +85,10 @@ class Window:
             slow = latency > max(self.slow_floor, self.slow_factor * (self.fastest or latency))
             if congested or slow:
                 self.size = max(1.0, self.size / 2)
+                self.threshold = self.size
                 self.stats.cuts += 1
             else:
-                self.size = min(float(self.cap), self.size + 1.0 / self.size)
+                step = 1.0 if self.size < self.threshold else 1.0 / self.size
+                self.size = min(float(self.cap), self.size + step)
             self.stats.largest = max(self.stats.largest, self.limit)
             self._cond.notify_all()

@@ -27,11 +27,17 @@ from subscribers.store import Store
 
 def test_the_window_grows_on_clean_answers_and_halves_when_pushed_back() -> None:
     window = Window(cap=8, start=2)
+    window.done(0.2, congested=False)
+    window.done(0.2, congested=False)
+    assert window.limit == 4  # slow start: one more per clean answer, doubling per round trip
     for _ in range(40):
         window.done(0.2, congested=False)
     assert window.limit == 8  # grew, and stopped at the cap
     window.done(0.2, congested=True)
     assert window.limit == 4
+    for _ in range(5):  # after a push back: one more per window's worth of clean answers
+        window.done(0.2, congested=False)
+    assert window.limit == 5
     window.done(2.0, congested=False)  # ten times slower than the fastest: rising latency
     assert window.limit == 2
     for _ in range(5):
