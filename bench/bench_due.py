@@ -29,7 +29,7 @@ def run() -> list[Row]:
             **os.environ,
             "POSTMARK_SERVER_TOKEN": "bench",
             "NEWSLETTER_SECRET_KEY": "bench",
-            "NEWSLETTER_BASE_URL": "https://news.example.com",  # the guard wants https links
+            "NEWSLETTER_BASE_URL": "https://news.example.com",  # a real provider's guard
             "NEWSLETTER_CONFIG": str(root / "newsletter.toml"),
         }
         start_at = dt.datetime.now(dt.UTC)

@@ -84,12 +84,14 @@ class SinkServer(ThreadingHTTPServer):
         latency: float = 0.0,
     ) -> None:
         super().__init__(("127.0.0.1", 0), handler)
-        self.latency = latency
         self.lock = threading.Lock()
         self.count_only = count_only
         self.throttle_every = throttle_every
         self.faults = faults or Faults()
         self.search_lag = search_lag
+        self.latency = latency  # seconds before answering a send, as a real API takes
+        self.in_flight = 0  # send requests being answered right now
+        self.most_in_flight = 0
         self.total = 0
         self.requests = 0
         self.lookups = 0
@@ -125,6 +127,8 @@ class SinkServer(ThreadingHTTPServer):
                 "requests": self.requests,
                 "faults": self.faults.done,
                 "lookups": self.lookups,
+                "most_in_flight": self.most_in_flight,
+                "in_flight": self.in_flight,
                 "distinct": len(self.to),
                 "most_to_one": max(self.to.values(), default=0),
             }
@@ -152,9 +156,17 @@ class SinkHandler(BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length", 0)))
 
     def count_request(self) -> tuple[bool, bool]:
-        """(throttled, fault due) for this send request, after the API's latency."""
-        if self.server.latency:
-            time.sleep(self.server.latency)
+        """(throttled, fault due) for this send request, after the server's latency."""
+        server = self.server
+        with server.lock:
+            server.in_flight += 1
+            server.most_in_flight = max(server.most_in_flight, server.in_flight)
+        try:
+            if server.latency:
+                time.sleep(server.latency)
+        finally:
+            with server.lock:
+                server.in_flight -= 1
         with self.server.lock:
             self.server.requests += 1
             n = self.server.requests

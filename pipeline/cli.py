@@ -66,6 +66,7 @@ def main() -> None:
 
 # Commands are registered by the modules that own them.
 from pipeline import (  # noqa: E402
+    commands_archive,
     commands_content,
     commands_dev,
     commands_doctor,
@@ -80,6 +81,7 @@ commands_send.register(cli)
 commands_due.register(cli)
 commands_report.register(cli)
 commands_doctor.register(cli)
+commands_archive.register(cli)
 
 from subscribers import cli as subscribers_cli  # noqa: E402
 

@@ -101,7 +101,7 @@ def preview(ctx: click.Context, slug: str | None, out: Path | None, open_: bool)
         module = found.module
         for path in found.broken:
             click.secho(f"skipped {path}: it has errors (older; newsletter check)", fg="yellow")
-    token = subscriber_token(settings.secret_key(), 0)
+    token = subscriber_token(settings.secret_key(), 0, "")  # no reader has id 0
     files = write_preview(module, settings, out or settings.var_dir / "preview", token=token)
     for path in files.paths:
         click.echo(f"wrote {path}")

@@ -114,4 +114,4 @@ def _probe_token(settings: Settings) -> str:
     local = settings.var_dir / "secret.key"
     if not key and local.is_file():
         key = local.read_text().strip()
-    return subscriber_token(key, 0) if key else ""
+    return subscriber_token(key, 0, "") if key else ""

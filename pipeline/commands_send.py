@@ -20,9 +20,10 @@ from pipeline.guard import live_links_warning, require_live_links
 from pipeline.guidance import nobody_to_send
 from pipeline.providers import check_provider, get_provider, provider_class
 from pipeline.render import Compiled, Recipient, compile_campaign
-from pipeline.send import InDoubt, RateLimiter, Sender, Tally, abort_message
+from pipeline.send import InDoubt, RateLimiter, Sender, Tally, abort_message, in_doubt
 from pipeline.send_run import RunResult, run_child, run_main
 from pipeline.settings import Settings
+from pipeline.window import Window, WindowStats
 
 if TYPE_CHECKING:  # the CLI wires the store in; imported lazily at run time
     from subscribers.ledger import Campaign, Ledger
@@ -195,7 +196,7 @@ def send(
             _interrupted(job, ledger, campaign.id)
         counts = ledger.counts(campaign.id)
         doubts = ledger.doubts(campaign.id)
-    _summary(job, result.tally, counts, doubts, result.elapsed)
+    _summary(job, result.tally, counts, doubts, result.elapsed, sender.window.stats)
     _outcome(job, result, counts, sender.unsettled, worker)
 
 
@@ -246,8 +247,9 @@ def _outcome(
     job: Job, result: RunResult, counts: dict[str, int], unsettled: str, worker: bool
 ) -> None:
     """Exit 0 only when everyone is done; otherwise say why and what to run next."""
-    if isinstance(result.error, InDoubt):
-        raise SendError(result.error.message, hint=_in_doubt_hint(job, result.error.hint))
+    if isinstance(result.error, InDoubt):  # the count from the ledger: every lane's
+        exact = in_doubt(counts.get("unknown", 0), job.settings.provider)
+        raise SendError(exact.message, hint=_in_doubt_hint(job, exact.hint))
     if result.error is not None:
         raise abort_message(result.error, job.resume_command)  # type: ignore[arg-type]
     if result.stopped:
@@ -352,6 +354,18 @@ def _confirm(job: Job, recipients: int, note: str, yes: bool) -> None:
     click.confirm(f"Send to {recipients} recipient(s)?", abort=True)
 
 
+MESSAGES_IN_FLIGHT = 4000  # messages one process holds in flight (memory)
+
+
+def lanes(settings: Settings, batch_size: int) -> int:
+    """Batches one process may keep in flight: ``[send] in_flight``, else as many as the
+    provider allows and ``MESSAGES_IN_FLIGHT`` messages fill (4 of Postmark's 500)."""
+    if settings.send_in_flight:
+        return settings.send_in_flight
+    cap = provider_class(settings.provider).max_in_flight
+    return max(1, min(cap, MESSAGES_IN_FLIGHT // max(1, batch_size)))
+
+
 def make_sender(
     job: Job,
     ledger: Ledger,
@@ -375,6 +389,7 @@ def make_sender(
         token_for=functools.partial(subscriber_token, settings.secret_key()),
         batch_size=size,
         limiter=RateLimiter(settings.send_rate if rate is None else rate),
+        window=Window(lanes(settings, size)),
         run_id=run_id,
         lease=LEASE,
         unknown_policy=policy,
@@ -416,7 +431,12 @@ def _child(
 
 
 def _summary(
-    job: Job, tally: Tally, counts: dict[str, int], doubts: dict[str, int], elapsed: float
+    job: Job,
+    tally: Tally,
+    counts: dict[str, int],
+    doubts: dict[str, int],
+    elapsed: float,
+    window: WindowStats | None = None,
 ) -> None:
     left = sum(counts.get(s, 0) for s in UNFINISHED)
     settled = ""
@@ -435,6 +455,12 @@ def _summary(
         f"campaign total: {counts_line(counts)}; left to send: {left}"
         + (f"; in doubt: {counts['unknown']}" if counts.get("unknown") else "")
     )
+    if window is not None and window.calls:
+        click.echo(
+            f"provider: {window.calls} call(s), median {window.median_ms():,.0f} ms; up to "
+            f"{window.largest} batch(es) in flight"
+            + (f", slowed down {window.cuts} time(s) when it pushed back" if window.cuts else "")
+        )
     for reason, n in tally.reasons.most_common(5):
         click.echo(f"  {n} x {reason}")
 
@@ -478,7 +504,7 @@ def send_test(job: Job, address: str) -> TestSent:
 
     email = normalise_email(address)
     msg = job.compiled.personalize(
-        Recipient("test", email, "", subscriber_token(job.settings.secret_key(), 0)),
+        Recipient("test", email, "", subscriber_token(job.settings.secret_key(), 0, "")),
         message_id=None,
     )
     msg.subject = f"[TEST] {msg.subject}"
@@ -496,8 +522,8 @@ def _dry_run(job: Job, store: Store) -> None:
     token = functools.partial(subscriber_token, job.settings.secret_key())
     start = time.monotonic()
     count = size = 0
-    for sid, email, name in store.eligible_recipients(job.topic):
-        msg = job.compiled.personalize(Recipient(sid, email, name, token(sid)))
+    for sid, email, name, link_key in store.eligible_recipients(job.topic):
+        msg = job.compiled.personalize(Recipient(sid, email, name, token(sid, link_key)))
         count += 1
         size += len(msg.html) + len(msg.text)
     elapsed = time.monotonic() - start

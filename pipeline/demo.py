@@ -2,7 +2,9 @@
 
 Sample readers sign up through the real form endpoint (the Flask app, in process),
 their confirmation emails land in the outbox, the demo opens each confirmation link,
-then sends the seed article with ``newsletter send`` and says where the mail is.
+``newsletter due`` greets them with the welcome sequence's first step, then it sends
+the seed article with ``newsletter send``, says where the mail is, and builds the
+public archive (``newsletter archive``).
 Everything lives in ``var/demo/`` (its own config, SQLite file and Maildir), which is
 made afresh on every run, so the author's own store under ``var/`` is never touched.
 """
@@ -76,19 +78,26 @@ def main() -> None:
     shutil.rmtree(demo, ignore_errors=True)
     demo.mkdir(parents=True)
     config = demo_config(root, demo)
-    click.secho("1. Readers fill out the form at the bottom of the article", bold=True)
+    # `newsletter serve` runs `due` every minute; here once before and once after signing up.
+    click.secho("0. The welcome sequence in content/sequences/ starts (newsletter due)", bold=True)
+    cli.main(["--config", str(config), "due"], standalone_mode=False)
+    click.secho("\n1. Readers fill out the form at the bottom of the article", bold=True)
     sign_up(config)
-    click.secho("\n2. The author sends the newest content module", bold=True)
+    click.secho("\n2. The welcome sequence greets them (newsletter due)", bold=True)
+    cli.main(["--config", str(config), "due"], standalone_mode=False)
+    click.secho("\n3. The author sends the newest content module", bold=True)
     cli.main(["--config", str(config), "send", "--yes"], standalone_mode=False)
     outbox = demo / "outbox"
     count = len(list((outbox / "new").glob("*")))
-    click.secho(f"\n3. {count} messages are in the outbox Maildir {outbox}", bold=True)
+    click.secho(f"\n4. {count} messages are in the outbox Maildir {outbox}", bold=True)
     click.echo(
-        "   (the confirmation emails and the article; readers of offers only got no article)\n"
+        "   (confirmations, welcomes and the article; readers of offers only got no article)\n"
         f"   Open one in any mail client:  xdg-open {next((outbox / 'new').iterdir())}\n"
         f"   Or read the folder as a mailbox:  mutt -f {outbox}\n"
         f"   Campaign report:  {command_name()} --config {config} report hip-hinge"
     )
+    click.secho("\n5. The article joins the public archive (web pages and an Atom feed)", bold=True)
+    cli.main(["--config", str(config), "archive"], standalone_mode=False)
 
 
 if __name__ == "__main__":

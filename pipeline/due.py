@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ from pipeline.guard import require_live_links
 from pipeline.providers import get_provider
 from pipeline.send import heartbeat
 from pipeline.send_run import HEARTBEAT_SECONDS
-from pipeline.sequences import Step, load_sequences
+from pipeline.sequences import Sequence, Step, load_sequences
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
@@ -60,150 +61,136 @@ def run_due(
     from subscribers.automation import Automation
     from subscribers.ledger import Ledger
 
-    report = DueReport()
-    automation, ledger = Automation(store), Ledger(store)
-    try:
-        sequences = load_sequences(settings)
-    except PipelineError as exc:
-        sequences = []
-        report.problems.append(f"sequences: {exc.message}")
-        echo(f"error: sequences: {exc}")
-    # A sequence starts when first seen, in the window or not: who confirms after is in.
-    first_seen = {
-        s.name: automation.register(s.name, [step.slug for step in s.steps], now)
-        if not dry_run
-        else (automation.started(s.name) or now, {})
-        for s in sequences
-    }
-    if not in_window(now, settings.send_window, settings.timezone):
-        opening = next_opening(now, settings.send_window, settings.timezone)
-        echo(
-            f"outside the sending window {settings.send_window} ({settings.timezone}): "
-            f"nothing sent; it opens {local_text(opening, settings.timezone)}"
-        )
-        return report
-    if not dry_run:
-        try:  # readers' links must work, and the provider be ready, as for send
+    due = Due(settings, Automation(store), Ledger(store), now, dry_run, policy, echo)
+    return due.run()
+
+
+@dataclass
+class Due:
+    """One ``newsletter due``: what it works with, and what it did (``report``)."""
+
+    settings: Settings
+    automation: Automation
+    ledger: Ledger
+    now: dt.datetime
+    dry_run: bool
+    policy: str
+    echo: Echo
+    report: DueReport = field(default_factory=DueReport)
+
+    def run(self) -> DueReport:
+        sequences = self._sequences()
+        # A sequence starts when first seen, in the window or not: who confirms after is in.
+        first_seen = {s.name: self._register(s) for s in sequences}
+        if not self._ready():
+            return self.report
+        for schedule in self.automation.due_schedules(self.now):
+            with self._guarded(f"{schedule.slug} ({schedule.topic})"):
+                self.scheduled(schedule)
+        for sequence in sequences:
+            for step in sequence.steps:
+                with self._guarded(step.slug):
+                    self.step(step, first_seen[sequence.name].get(step.slug, self.now))
+        return self.report
+
+    def _sequences(self) -> list[Sequence]:
+        try:
+            return load_sequences(self.settings)
+        except PipelineError as exc:
+            self._problem("sequences", exc)
+            return []
+
+    def _register(self, sequence: Sequence) -> dict[str, dt.datetime]:
+        """When each step was first seen (a dry run records nothing)."""
+        if self.dry_run:
+            return {}
+        slugs = [step.slug for step in sequence.steps]
+        return self.automation.register(sequence.name, slugs, self.now)[1]
+
+    def _ready(self) -> bool:
+        """Inside the sending window, readers' links work and the provider is ready."""
+        settings = self.settings
+        if not in_window(self.now, settings.send_window, settings.timezone):
+            opening = next_opening(self.now, settings.send_window, settings.timezone)
+            self.echo(
+                f"outside the sending window {settings.send_window} ({settings.timezone}): "
+                f"nothing sent; it opens {local_text(opening, settings.timezone)}"
+            )
+            return False
+        if self.dry_run:
+            return True
+        with self._guarded(""):  # as for send: links that work, a provider that is set up
             require_live_links(settings, what="newsletter due")
             get_provider(settings).close()
+            return True
+        return False
+
+    @contextmanager
+    def _guarded(self, what: str) -> Iterator[None]:
+        try:
+            yield
         except PipelineError as exc:
-            report.problems.append(exc.message)
-            echo(f"error: {exc}")
-            return report
-    for schedule in automation.due_schedules(now):
-        _guarded(
-            report,
-            f"{schedule.slug} ({schedule.topic})",
-            echo,
-            lambda s=schedule: _scheduled(
-                settings, automation, ledger, s, now, dry_run, policy, report, echo
-            ),
-        )
-    for sequence in sequences:
-        seen = first_seen[sequence.name][1]
-        for step in sequence.steps:
-            since = seen.get(step.slug, now)
-            _guarded(
-                report,
-                step.slug,
-                echo,
-                lambda st=step, fs=since: _step(
-                    settings, automation, ledger, st, fs, now, dry_run, policy, report, echo
-                ),
-            )
-    return report
+            self._problem(what, exc)
 
+    def _problem(self, what: str, exc: PipelineError) -> None:
+        where = f"{what}: " if what else ""
+        self.report.problems.append(f"{where}{exc.message}")
+        self.echo(f"error: {where}{exc}")
 
-def _guarded(report: DueReport, what: str, echo: Echo, action: Callable[[], None]) -> None:
-    try:
-        action()
-    except PipelineError as exc:
-        report.problems.append(f"{what}: {exc.message}")
-        echo(f"error: {what}: {exc}")
-
-
-def _scheduled(
-    settings: Settings,
-    automation: Automation,
-    ledger: Ledger,
-    schedule: Schedule,
-    now: dt.datetime,
-    dry_run: bool,
-    policy: str,
-    report: DueReport,
-    echo: Echo,
-) -> None:
-    module = load_module(find_module(settings, schedule.slug), settings)
-    job = check_and_compile(settings, module, schedule.topic)
-    if dry_run:
-        audience = ledger.audience(schedule.topic)
-        report.line(f"{schedule.slug} ({schedule.topic}): would send to {audience}", echo)
-        return
-    campaign, _ = ledger.open_campaign(
-        slug=module.slug,
-        topic=schedule.topic,
-        subject=module.subject,
-        content_hash=_hash(module.path.read_bytes()),
-        provider=settings.provider,
-    )
-    automation.set_state(schedule.id, "sending", now)
-    sent, left = _send(job, ledger, campaign.id, policy)
-    if not left:
-        automation.set_state(schedule.id, "sent", now)
-    report.sent += sent
-    report.line(
-        f"{schedule.slug} ({schedule.topic}): scheduled campaign sent {sent}"
-        + (f", {left} left" if left else ""),
-        echo,
-    )
-
-
-def _step(
-    settings: Settings,
-    automation: Automation,
-    ledger: Ledger,
-    step: Step,
-    first_seen: dt.datetime,
-    now: dt.datetime,
-    dry_run: bool,
-    policy: str,
-    report: DueReport,
-    echo: Echo,
-) -> None:
-    campaign = ledger.campaign(step.slug, step.topic)
-    if dry_run:
-        n = automation.count_due(
-            campaign.id if campaign else None,
-            step.sequence,
-            step.topic,
-            step.delay,
-            first_seen,
-            now,
-        )
-        if n:
-            report.line(f"{step.slug}: would send to {n}", echo)
-        return
-    module = replace(step.module, slug=step.slug)
-    job = check_and_compile(settings, module, step.topic)
-    if campaign is None:
+    def scheduled(self, schedule: Schedule) -> None:
+        """A scheduled campaign whose time has come: snapshot its audience now, send."""
+        settings, ledger = self.settings, self.ledger
+        module = load_module(find_module(settings, schedule.slug), settings)
+        job = check_and_compile(settings, module, schedule.topic)
+        what = f"{schedule.slug} ({schedule.topic})"
+        if self.dry_run:
+            self.report.line(f"{what}: would send to {ledger.audience(schedule.topic)}", self.echo)
+            return
         campaign, _ = ledger.open_campaign(
-            slug=step.slug,
-            topic=step.topic,
+            slug=module.slug,
+            topic=schedule.topic,
             subject=module.subject,
             content_hash=_hash(module.path.read_bytes()),
             provider=settings.provider,
-            snapshot=False,
         )
-    added = automation.add_due(campaign.id, step.sequence, step.topic, step.delay, first_seen, now)
-    counts = ledger.counts(campaign.id)
-    if not any(counts.get(s) for s in ("pending", "retry", "inflight", "unknown")):
-        return
-    ledger.requeue_retries(campaign.id)
-    sent, left = _send(job, ledger, campaign.id, policy)
-    report.sent += sent
-    report.line(
-        f"{step.slug}: {added} newly due, sent {sent}" + (f", {left} left" if left else ""), echo
-    )
+        self.automation.set_state(schedule.id, "sending", self.now)
+        sent, left = _send(job, ledger, campaign.id, self.policy)
+        if not left:
+            self.automation.set_state(schedule.id, "sent", self.now)
+        self._sent(f"{what}: scheduled campaign sent {sent}", sent, left)
+
+    def step(self, step: Step, first_seen: dt.datetime) -> None:
+        """A sequence step: add the readers it is now due for, then send its queue."""
+        ledger, automation = self.ledger, self.automation
+        campaign = ledger.campaign(step.slug, step.topic)
+        clock = (step.sequence, step.topic, step.delay, first_seen, self.now)
+        if self.dry_run:
+            n = automation.count_due(campaign.id if campaign else None, *clock)
+            if n:
+                self.report.line(f"{step.slug}: would send to {n}", self.echo)
+            return
+        module = replace(step.module, slug=step.slug)
+        job = check_and_compile(self.settings, module, step.topic)
+        if campaign is None:
+            campaign, _ = ledger.open_campaign(
+                slug=step.slug,
+                topic=step.topic,
+                subject=module.subject,
+                content_hash=_hash(module.path.read_bytes()),
+                provider=self.settings.provider,
+                snapshot=False,
+            )
+        added = automation.add_due(campaign.id, *clock)
+        counts = ledger.counts(campaign.id)
+        if not any(counts.get(s) for s in ("pending", "retry", "inflight", "unknown")):
+            return
+        ledger.requeue_retries(campaign.id)
+        sent, left = _send(job, ledger, campaign.id, self.policy)
+        self._sent(f"{step.slug}: {added} newly due, sent {sent}", sent, left)
+
+    def _sent(self, line: str, sent: int, left: int) -> None:
+        self.report.sent += sent
+        self.report.line(line + (f", {left} left" if left else ""), self.echo)
 
 
 def _send(job: Job, ledger: Ledger, campaign_id: int, policy: str) -> tuple[int, int]:

@@ -71,6 +71,12 @@ class Message:
             return f"{self.to_name} <{self.to_email}>" if self.to_name else self.to_email
         return str(to_address(self))
 
+    def drop_bodies(self) -> None:
+        """Let go of the bodies once a request holds them (a batch in flight then keeps
+        one copy, not two); what is left identifies the message for its result."""
+        self.html = self.text = ""
+        self.html_json = self.text_json = self.html_qp = self.text_qp = b""
+
     @property
     def needs_smtputf8(self) -> bool:
         return not self.to_email.rpartition("@")[0].isascii()

@@ -23,6 +23,7 @@ import mjml
 import orjson
 from markupsafe import Markup
 
+from pipeline.archive_links import campaign_slug, issue_url
 from pipeline.content import ContentModule
 from pipeline.errors import TemplateError
 from pipeline.images import Size, image_size
@@ -109,12 +110,14 @@ def style_context(settings: Settings, preheader: str) -> dict[str, Any]:
     }
 
 
-def web_version_url(settings: Settings, slug: str) -> str:
+def web_version_url(settings: Settings, module: ContentModule) -> str:
     """Where "View in your browser" goes: the web version of the email.
 
-    Today the web app's ``/view/<slug>``; the one place to change when the public
-    archive takes over."""
-    return f"{settings.base_url}/view/{slug}"
+    The issue's page in the public archive (``[site] archive_url``; by default the web
+    app's ``/archive/``, there the moment the first copy is sent); the web app's
+    ``/view/<slug>`` for a module or step the archive leaves out."""
+    found = issue_url(settings, module)
+    return found or f"{settings.base_url}/view/{campaign_slug(settings, module)}"
 
 
 def render_template(settings: Settings, name: str, context: dict[str, Any]) -> str:
@@ -287,11 +290,14 @@ class Compiled:
         *,
         message_id: str | None = None,
         encodings: frozenset[str] = ENCODINGS,
+        plain: bool = True,
     ) -> Message:
         """The Message for one recipient; anything they typed is HTML-escaped.
 
         ``encodings`` says which pre-encoded bodies to add ("json", "mime"): the ones
-        the provider at hand reads (``Provider.encodings``).
+        the provider at hand reads (``Provider.encodings``). ``plain=False`` leaves out
+        the plain ``html``/``text`` strings, for a provider that reads only those: half
+        the memory of every batch in flight.
         """
         s = self.settings
         links = self.links(recipient.token)
@@ -309,8 +315,8 @@ class Compiled:
             to_name=recipient.name,
             from_addr=s.from_addr,
             subject=self.subject,
-            html=self.html_template.fill(html_fields),
-            text=self.text_template.fill(text_fields),
+            html=self.html_template.fill(html_fields) if plain else "",
+            text=self.text_template.fill(text_fields) if plain else "",
             **self._encoded(html_fields, text_fields, encodings),
             message_id=mid,
             reply_to=s.reply_to,
@@ -425,7 +431,7 @@ def compile_campaign(
         "image_alt": module.image_alt,
         "image_width": hero.width if hero else 0,
         "image_height": hero.height if hero else 0,
-        "view_url": web_version_url(settings, module.slug),
+        "view_url": web_version_url(settings, module),
         "cta_text": module.cta_text,
         "cta_url": module.cta_url,
         "price": module.price,

@@ -33,10 +33,11 @@ from pipeline.errors import ProviderError, SendError
 from pipeline.message import Message
 from pipeline.providers.base import OutcomeUnknown, Provider, SendResult, Status, unknown
 from pipeline.render import Compiled, Recipient
+from pipeline.window import Window
 
-TokenFor = Callable[[int], str]
+TokenFor = Callable[[int, str], str]  # (subscriber id, link key) -> link token
 Progress = Callable[[int], None]
-Row = tuple[int, str, str]  # (subscriber id, email, name)
+Row = tuple[int, str, str, str]  # (subscriber id, email, name, link key)
 SETTLE_TRIES = 3  # lookups or re-sends of one unknown batch in one run
 # When a lost answer is settled by the author instead of by a lookup.
 POLICIES = ("settle", "resend", "skip")
@@ -44,7 +45,7 @@ POLICIES = ("settle", "resend", "skip")
 
 class Claimed(Protocol):
     claim: str
-    rows: list[Row]  # (id, email, name) of those still eligible
+    rows: list[Row]  # (id, email, name, link_key) of those still eligible
     left: list[int]  # ids of those who left the list since the snapshot
     claimed_at: dt.datetime  # when first claimed: lookups search from there
     quiet_since: dt.datetime  # no request for it started after this
@@ -188,8 +189,11 @@ class Sender:
     tally: Tally = field(default_factory=Tally)
     stop: threading.Event = field(default_factory=threading.Event)  # finish the batch, stop
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    window: Window = field(default_factory=lambda: Window(1))  # batches in flight at once
+    requests: RateLimiter = field(default_factory=lambda: RateLimiter(0))  # provider calls/s
     doubtful: list[Batch] = field(default_factory=list)  # unknown batches to settle
     inherited: set[str] = field(default_factory=set)  # claims in doubt before this run
+    _progress_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     unsettled: str = ""  # why some lost answers could not be settled in this run
 
     @property
@@ -205,6 +209,7 @@ class Sender:
         """
         provider = self.provider_factory()
         try:
+            self._respect_limits(provider)
             if recover:
                 stale = self.ledger.recover(
                     self.campaign_id, self.topic, holder=self.run_id, lease=self.lease
@@ -212,13 +217,74 @@ class Sender:
                 self.doubtful += [_batch(b) for b in stale]
                 self.inherited |= {b.claim for b in stale}
                 self.settle(provider, wait=False)
-            while drain and not self.stop.is_set() and (batch := self._next_batch()):
-                self.send(provider, batch)
-                self.settle(provider, wait=False)
+            if drain:
+                self._drain(provider)
             self.settle(provider, wait=not self.stop.is_set())
         finally:
             provider.close()
         return self.tally
+
+    def _respect_limits(self, provider: Provider) -> None:
+        """The provider's documented limits: requests a second (Resend), the account's
+        sending rate (SES GetAccount), batches in flight."""
+        if provider.requests_per_second and not self.requests.rate:
+            self.requests.rate = provider.requests_per_second
+        account = provider.max_send_rate()
+        if account and (not self.limiter.rate or self.limiter.rate > account):
+            self.limiter.rate = account
+            self.tally.note(f"paced to {account:g} msg/s: {provider.name}'s account limit")
+        self.window.cap = min(self.window.cap, provider.max_in_flight)
+        self.window.size = min(self.window.size, float(self.window.cap))
+
+    def _drain(self, provider: Provider) -> None:
+        """Empty the queue: one batch at a time, or up to the window's size in flight
+        (one thread and one provider connection per lane; each batch claimed first)."""
+        if self.window.cap <= 1:
+            while not self.stop.is_set() and (batch := self._next_batch()):
+                self._timed(provider, batch)
+                self.settle(provider, wait=False)
+            return
+        errors: list[BaseException] = []
+        lanes = [
+            threading.Thread(target=self._lane, args=(errors,), name=f"lane-{n}", daemon=True)
+            for n in range(self.window.cap)
+        ]
+        for lane in lanes:
+            lane.start()
+        try:
+            for lane in lanes:
+                while lane.is_alive():
+                    lane.join(0.2)
+        except BaseException:
+            self.stop.set()  # Ctrl-C twice: lanes die with the process; the run is dead
+            raise
+        if errors:
+            raise errors[0]
+
+    def _lane(self, errors: list[BaseException]) -> None:
+        provider = self.provider_factory()
+        try:
+            while not self.stop.is_set():
+                with self.window.slot(self.stop):
+                    if self.stop.is_set():
+                        return
+                    batch = self._next_batch()
+                    if batch is None:
+                        return
+                    self._timed(provider, batch)
+        except BaseException as exc:  # noqa: BLE001 - handed to the run, which raises it
+            errors.append(exc)
+            self.stop.set()
+        finally:
+            provider.close()
+
+    def _timed(self, provider: Provider, batch: Claimed) -> None:
+        """Send one batch and tell the window how quick and clean the provider was."""
+        pushed_back = provider.congestion
+        start = time.monotonic()
+        lost = self.deliver(provider, _batch(batch), fresh=True)
+        congested = bool(lost) or provider.congestion > pushed_back
+        self.window.done(time.monotonic() - start, congested=congested)
 
     def _next_batch(self) -> Claimed | None:
         """The next batch, or None when nobody is left to claim.
@@ -241,7 +307,7 @@ class Sender:
         """One claimed batch: skip leavers, send the rest, record every outcome."""
         self.deliver(provider, _batch(batch), fresh=True)
 
-    def deliver(self, provider: Provider, batch: Batch, *, fresh: bool, doubt: str = "") -> None:
+    def deliver(self, provider: Provider, batch: Batch, *, fresh: bool, doubt: str = "") -> int:
         """Send ``batch.rows`` (skipping ``batch.left``) and record what became of each.
 
         Rows whose answer was lost are recorded ``unknown`` and queued to be settled;
@@ -260,15 +326,18 @@ class Sender:
         suppressed = self._suppress(rows, results, provider.name)
         self.tally.add(outcomes, suppressed)
         if fresh:
-            self.progress(len(rows) + len(skipped))
+            with self._progress_lock:
+                self.progress(len(rows) + len(skipped))
         lost = [r for r, res in zip(rows, results, strict=True) if res.status == Status.UNKNOWN]
         if lost:
             self._lost(provider, replace(batch, rows=lost, left=[], quiet_since=self.now()))
+        return len(lost)
 
     def _call(self, provider: Provider, batch: Batch, messages: list[Message]) -> list[SendResult]:
         """The provider call. Nothing went out: the batch goes back to the queue. The
         answer was lost, or we were interrupted mid-call: every message is unknown."""
         self.limiter.wait(len(messages))
+        self.requests.wait(1)
         try:
             return provider.send_batch(messages)
         except OutcomeUnknown as exc:
@@ -372,9 +441,10 @@ class Sender:
     def message(
         self, row: Row, encodings: frozenset[str] = frozenset(), batch: str = ""
     ) -> Message:
-        sid, email, name = row
-        recipient = Recipient(sid, email, name, self.token_for(sid))
-        msg = self.compiled.personalize(recipient, encodings=encodings)
+        sid, email, name, link_key = row
+        recipient = Recipient(sid, email, name, self.token_for(sid, link_key))
+        # A provider that reads pre-encoded bodies never needs the plain strings.
+        msg = self.compiled.personalize(recipient, encodings=encodings, plain=not encodings)
         if batch:  # lets a lookup find every message of the batch (Postmark, Mailgun)
             msg.metadata["batch"] = batch
         return msg

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pipeline.errors import PipelineError
-from pipeline.processes import die_with_parent, watch_parent
+from pipeline.processes import die_with_parent, limit_malloc_arenas, watch_parent
 from pipeline.send import Sender, Tally, heartbeat
 
 if TYPE_CHECKING:
@@ -91,6 +91,7 @@ def run_main(
     wait_for_others: bool,
 ) -> RunResult:
     """This process's run, with a progress bar, helpers, heartbeat and signals."""
+    limit_malloc_arenas()  # before any lane thread starts
     start = time.monotonic()
     result = RunResult(sender.tally, 0.0)
     procs: list[subprocess.Popen[str]] = []
@@ -109,7 +110,7 @@ def run_main(
             show_eta=True,
             show_pos=True,
             file=sys.stderr,
-            item_show_func=lambda _: rate_label(sender.tally, start),
+            item_show_func=lambda _: progress_label(sender, start),
         ) as bar,
     ):
         try:
@@ -135,6 +136,7 @@ def run_main(
 def run_child(sender: Sender, ledger: Ledger) -> None:
     """A --concurrency helper: drain the campaign until told to stop or orphaned, then
     print the tally as JSON (the last line of stdout) for the parent to merge."""
+    limit_malloc_arenas()
     watch = watch_parent(os.getppid(), sender.stop.set)
     try:
         with stop_on_signals(sender.stop), heartbeat(ledger, sender.run_id, HEARTBEAT_SECONDS):
@@ -199,7 +201,16 @@ def _follow(ledger: Ledger, campaign_id: int, bar: ProgressBar[Any], done: threa
         bar.update(finished() - base - bar.pos)
 
 
-def rate_label(tally: Tally, start: float) -> str:
+def progress_label(sender: Sender, start: float) -> str:
+    """``4,210 msg/s, 5 in flight, 312 ms`` beside the progress bar."""
+    tally = sender.tally
     elapsed = time.monotonic() - start
     done = tally.sent + tally.failed + tally.retry + tally.skipped + tally.unknown
-    return f"{done / elapsed:,.0f} msg/s" if elapsed > 0 and done else ""
+    if not (elapsed > 0 and done):
+        return ""
+    label = f"{done / elapsed:,.0f} msg/s"
+    window = sender.window
+    if window.cap > 1:
+        label += f", {window.limit} in flight"
+    median = window.stats.median_ms()
+    return f"{label}, {median:,.0f} ms" if median else label

@@ -35,6 +35,9 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "unsubscribe_email": (str, ""),
         "site_url": (str, ""),
         "timezone": (str, "UTC"),  # IANA name: scheduled times and the sending window
+        # Where the public archive is published (`newsletter archive`); default: the web
+        # app's /archive. The feed's links and "View in your browser" point there.
+        "archive_url": (str, ""),
     },
     "store": {"url": (str, "")},
     "provider": {
@@ -52,6 +55,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         # is looked up (-1: the provider's own default: Postmark 30, Mailgun 60).
         "lookup_lag": ((int, float), -1),
         "sendgrid_email_logs": (bool, False),  # the account has SendGrid's Email Logs API
+        # Requests a second the provider allows (0: its documented default: Resend 2).
+        "requests_per_second": ((int, float), 0),
         # Mail to site.unsubscribe_email reaches POST /inbound/<this provider>; only then
         # does List-Unsubscribe advertise a mailto (see subscribers/inbound.py).
         "inbound": (str, ""),
@@ -69,6 +74,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "concurrency": (int, 1),
         "batch_size": (int, 0),
         "window": (str, ""),  # "07:00-20:00": scheduled sends and sequences only then
+        "in_flight": (int, 0),  # batches in flight per process (0: the provider's limit)
     },
     "studio": {
         # `newsletter dev` links each check message to its file and line: a known editor
@@ -123,6 +129,8 @@ class Settings:
     editor: str = ""  # [studio] editor: how `newsletter dev` links to a file and line
     timezone: str = "UTC"  # [site] timezone
     send_window: str = ""  # [send] window, in the site's time zone
+    send_in_flight: int = 0  # [send] in_flight: batches in flight per process (0: provider's)
+    archive_url: str = ""  # the public archive's address, without a trailing slash
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -148,10 +156,14 @@ class Settings:
         return bool(self.env.get("NEWSLETTER_BASE_URL", "").strip())
 
     def with_base_url(self, url: str) -> Settings:
-        """These settings with another base_url (site_url follows when it defaulted to it)."""
+        """These settings with another base_url (site_url and archive_url follow when they
+        defaulted to it)."""
         url = url.rstrip("/")
         site_url = url if self.site_url == self.base_url else self.site_url
-        return replace(self, base_url=url, site_url=site_url)
+        archive = self.archive_url
+        if archive == f"{self.base_url}/archive":
+            archive = f"{url}/archive"
+        return replace(self, base_url=url, site_url=site_url, archive_url=archive)
 
     def secret(self, name: str, *, needed_for: str) -> str:
         """A secret from the environment, or an error that says where to set it."""
@@ -332,6 +344,8 @@ def _build(
         editor=v["studio"]["editor"],
         timezone=_timezone(site["timezone"], path),
         send_window=_window(send["window"], path),
+        send_in_flight=max(0, send["in_flight"]),
+        archive_url=_archive_url(site["archive_url"], base_url, path),
         env=env,
     )
 
@@ -366,3 +380,16 @@ def _unsubscribe_email(address: str, inbound: str, path: Path | None) -> str:
             f"{inbound} receives and forwards to /inbound/{inbound}",
         )
     return parseaddr(address)[1]
+
+
+def _archive_url(given: str, base_url: str, path: Path | None) -> str:
+    """``[site] archive_url``, or the web app's ``/archive`` (``base_url`` is checked)."""
+    if not given:
+        return f"{base_url}/archive"
+    parts = urlsplit(given)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{path}: site.archive_url must be an http(s) URL, got {given!r}",
+            hint='where the archive is published, e.g. "https://example.com/newsletter"',
+        )
+    return given.rstrip("/")

@@ -21,7 +21,12 @@ def confirmation_message(
     unsubscribe_url: str = "",
     unsubscribe_token: str = "",
 ) -> Message:
-    """The double opt-in email. ``topics`` are topic keys; shown by display name."""
+    """The double opt-in email. ``topics`` are topic keys; shown by display name.
+
+    ``name`` is whatever was typed into a public form: the templates escape it (HTML
+    autoescape for .mjml.j2). ``unsubscribe_token`` goes into the mailto subject of
+    List-Unsubscribe, as in campaigns, so a mailed request names its reader.
+    """
     first = name.split()[0] if name.strip() else "there"
     preheader = "One click to confirm, and you're on the list."
     context = {

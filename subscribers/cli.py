@@ -116,7 +116,9 @@ def add(
         result = store.add_many([row], confirmed=confirmed, consent=consent)[0]
         _check_added(store, result.outcome, row.email)
         if sender is not None:
-            sender.send(result.subscriber_id, row.email, row.name, row.topics)  # type: ignore[arg-type]
+            item = store.confirmation_for(result.subscriber_id or 0)
+            assert item is not None  # just added in this process
+            sender.send(item)
     status = "active" if confirmed else "pending"
     note = "; confirmation email sent" if mailed else ""
     click.echo(f"added {row.email} ({status}; topics: {', '.join(row.topics)}{note})")

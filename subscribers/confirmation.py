@@ -18,24 +18,28 @@ MAX_BATCH = 100  # confirmations per provider call (fewer when the provider take
 
 
 class Links:
-    """Absolute URLs of the web app for one subscriber, signed with the secret key."""
+    """Absolute URLs of the web app for one subscriber, signed with the secret key and
+    bound to the subscriber's link key (see subscribers.tokens)."""
 
     def __init__(self, settings: Settings, secret_key: str) -> None:
         self.base = settings.base_url
         self.secret_key = secret_key
 
-    def confirm(self, subscriber_id: int, email: str) -> str:
-        return f"{self.base}/confirm/{confirm_token(self.secret_key, subscriber_id, email)}"
+    def confirm(
+        self, subscriber_id: int, email: str, link_key: str, request_id: int | None = None
+    ) -> str:
+        token = confirm_token(self.secret_key, subscriber_id, email, link_key, request_id)
+        return f"{self.base}/confirm/{token}"
 
-    def token(self, subscriber_id: int) -> str:
+    def token(self, subscriber_id: int, link_key: str) -> str:
         """The subscriber's long-lived link token (unsubscribe, preferences, mailto)."""
-        return subscriber_token(self.secret_key, subscriber_id)
+        return subscriber_token(self.secret_key, subscriber_id, link_key)
 
-    def unsubscribe(self, subscriber_id: int) -> str:
-        return f"{self.base}/unsubscribe/{self.token(subscriber_id)}"
+    def unsubscribe(self, subscriber_id: int, link_key: str) -> str:
+        return f"{self.base}/unsubscribe/{self.token(subscriber_id, link_key)}"
 
-    def preferences(self, subscriber_id: int) -> str:
-        return f"{self.base}/preferences/{subscriber_token(self.secret_key, subscriber_id)}"
+    def preferences(self, subscriber_id: int, link_key: str) -> str:
+        return f"{self.base}/preferences/{self.token(subscriber_id, link_key)}"
 
 
 @dataclass
@@ -88,7 +92,7 @@ class ConfirmationSender:
         if not items:
             return result
         try:
-            messages = [self.build(i.subscriber_id, i.email, i.name, i.topics) for i in items]
+            messages = [self.build(item) for item in items]
             outcomes = self._send(messages)
         except PipelineError as exc:  # the whole batch: provider down, template broken
             result.errors.append(str(exc))
@@ -122,13 +126,14 @@ class ConfirmationSender:
         else:
             result.failed.append(sid)
 
-    def send(self, subscriber_id: int, email: str, name: str, topics: Sequence[str]) -> None:
+    def send(self, item: PendingConfirmation) -> None:
         """Send one confirmation link now; ProviderError when it could not go out."""
-        outcome = self._send([self.build(subscriber_id, email, name, topics)])[0]
+        outcome = self._send([self.build(item)])[0]
         if outcome.suppress:
-            self.store.suppress(email, "bounced", source=f"confirmation: {outcome.reason}"[:200])
+            reason = f"confirmation: {outcome.reason}"[:200]
+            self.store.suppress(item.email, "bounced", source=reason)
         elif not outcome.accepted:
-            self.store.log_event(subscriber_id, "confirmation_failed", outcome.reason)
+            self.store.log_event(item.subscriber_id, "confirmation_failed", outcome.reason)
             raise ProviderError(
                 "the confirmation email could not be sent",
                 provider=self.settings.provider,
@@ -136,17 +141,19 @@ class ConfirmationSender:
                 retryable=outcome.retryable,
             )
 
-    def build(self, subscriber_id: int, email: str, name: str, topics: Sequence[str]) -> Message:
+    def build(self, item: PendingConfirmation) -> Message:
+        """The confirmation email for one queued signup (or one request to apply)."""
         from pipeline.transactional import confirmation_message
 
+        sid, key = item.subscriber_id, item.link_key
         return confirmation_message(
             self.settings,
-            email=email,
-            name=name,
-            confirm_url=self.links.confirm(subscriber_id, email),
-            topics=list(topics),
-            unsubscribe_url=self.links.unsubscribe(subscriber_id),
-            unsubscribe_token=self.links.token(subscriber_id),
+            email=item.email,
+            name=item.name,
+            confirm_url=self.links.confirm(sid, item.email, key, item.request_id),
+            topics=list(item.topics),
+            unsubscribe_url=self.links.unsubscribe(sid, key),
+            unsubscribe_token=self.links.token(sid, key),
         )
 
     def check_links(self) -> None:

@@ -21,6 +21,11 @@ class NotFound(StoreError):
     """No subscriber matches."""
 
 
+class LinkGone(StoreError):
+    """A link (unsubscribe, preferences, confirmation) whose reader is no longer in the
+    store: erased, so the link belongs to nobody now. It changes nothing (HTTP 410)."""
+
+
 class Conflict(StoreError):
     """The request no longer fits the subscriber's state (e.g. an old link after leaving)."""
 

@@ -44,6 +44,7 @@ FORMS: dict[str, FormSpec] = {
             "fill out the form",
         ),
         FormSpec("hosted", "Get new articles and program offers from {site_name} by email"),
+        FormSpec("archive", "Get the next issues of {site_name} by email"),  # archive pages
     )
 }
 DEFAULT_FORM = "article"
@@ -96,5 +97,12 @@ def form_context(
 
 def render_snippet(settings: Settings, next_url: str | None = None) -> str:
     """The HTML form to paste under an article. Works without JavaScript."""
+    return render_form(settings, DEFAULT_FORM, next_url, standalone=True)
+
+
+def render_form(
+    settings: Settings, form_id: str, next_url: str | None = None, *, standalone: bool = False
+) -> str:
+    """A signup form as HTML; ``standalone`` adds its own styles (a page without ours)."""
     template = _snippet_env(settings.templates_dir / "web").get_template("_form.html")
-    return template.render(form_context(settings, DEFAULT_FORM, next_url), standalone=True)
+    return template.render(form_context(settings, form_id, next_url), standalone=standalone)

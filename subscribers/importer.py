@@ -85,9 +85,10 @@ class Importer:
         for result in results:
             setattr(summary, result.outcome, getattr(summary, result.outcome) + 1)
             if result.outcome == "added" and self._mails:
-                row, sid = result.row, result.subscriber_id
-                self.sender.send(sid, row.email, row.name, row.topics)  # type: ignore[union-attr,arg-type]
-                summary.mailed += 1
+                item = self.store.confirmation_for(result.subscriber_id or 0)
+                if item is not None:
+                    self.sender.send(item)  # type: ignore[union-attr]
+                    summary.mailed += 1
 
     @property
     def _mails(self) -> bool:

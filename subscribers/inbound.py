@@ -28,7 +28,7 @@ from werkzeug.exceptions import NotFound
 from pipeline.providers.inbound import InboundMail, InboundParser, inbound_class
 from pipeline.providers.webhook_events import Malformed, Refused, WebhookRequest, tolerance
 from subscribers.events import EventLog
-from subscribers.tokens import TokenError, read_subscriber_token
+from subscribers.tokens import TokenError, token_matches, token_subscriber_id
 from subscribers.webhooks import PARSE_ERRORS, json_errors
 
 log = logging.getLogger(__name__)
@@ -92,9 +92,11 @@ def _unsubscribe(sv: Any, provider: str, mail: InboundMail) -> bool:
         log.info("%s inbound: no 'unsubscribe TOKEN' in %r: ignored", provider, mail.subject)
         return False
     try:
-        subscriber_id = read_subscriber_token(sv.secret_key, token)
+        reader = sv.store.get(token_subscriber_id(token))
     except TokenError:
-        log.warning("%s inbound: a token that does not verify: ignored", provider)
+        reader = None
+    if reader is None or not token_matches(sv.secret_key, token, reader.id, reader.link_key):
+        log.warning("%s inbound: a token of nobody here (erased, or forged): ignored", provider)
         return False
-    found = sv.store.unsubscribe(subscriber_id, source=f"mailto ({provider} inbound)")
+    found = sv.store.unsubscribe(reader.id, source=f"mailto ({provider} inbound)")
     return found is not None

@@ -62,9 +62,20 @@ class Campaign:
 
 
 @dataclass(frozen=True)
+class SentCampaign:
+    """A campaign that reached at least one reader (what the public archive lists)."""
+
+    slug: str
+    topic: str
+    first_sent_at: dt.datetime
+    sent: int  # readers it reached
+
+
+@dataclass(frozen=True)
 class Claimed:
-    """A batch this worker owns: ``(subscriber_id, email, name)`` rows in id order of
-    those still eligible, and the ids of those who left the list since the snapshot.
+    """A batch this worker owns: ``(subscriber_id, email, name, link_key)`` rows in id
+    order of those still eligible (``link_key`` signs their links: subscribers.tokens),
+    and the ids of those who left the list since the snapshot.
 
     ``claimed_at`` is when the batch was first claimed (a lookup searches from there);
     ``quiet_since`` the time after which no request for it can have started (a lookup
@@ -72,7 +83,7 @@ class Claimed:
     """
 
     claim: str
-    rows: list[tuple[int, str, str]]
+    rows: list[tuple[int, str, str, str]]
     left: list[int]
     claimed_at: dt.datetime
     quiet_since: dt.datetime
@@ -121,6 +132,20 @@ class Ledger:
             rows = conn.execute(sa.select(c).order_by(c.c.created_at, c.c.id)).all()
             counts = _counts(conn, None)
         return [(_campaign(r), counts.get(r.id, {})) for r in rows]
+
+    def sent_campaigns(self) -> list[SentCampaign]:
+        """Campaigns sent to at least one reader, oldest first, with when the first copy
+        went out. Nothing about the readers themselves."""
+        first = sa.func.min(d.c.sent_at)
+        query = (
+            sa.select(c.c.slug, c.c.topic, first.label("first"), sa.func.count().label("n"))
+            .join(d, d.c.campaign_id == c.c.id)
+            .where(d.c.status == "sent")
+            .group_by(c.c.id, c.c.slug, c.c.topic)
+            .order_by(first, c.c.id)
+        )
+        with self.store._read() as conn:
+            return [SentCampaign(r.slug, r.topic, r.first, r.n) for r in conn.execute(query)]
 
     def open_campaign(
         self,
@@ -285,7 +310,7 @@ class Ledger:
                     attempts=d.c.attempts + 1,
                 )
             )
-            batch = _claimed(conn, campaign_id, claim, topic, now, now, rows=mine)
+            batch = _claimed(conn, campaign_id, claim, topic, now, now, where=mine)
         return batch if batch.rows or batch.left else None
 
     def pending(self, campaign_id: int) -> int:
@@ -540,23 +565,23 @@ def _claimed(
     topic: str,
     claimed_at: dt.datetime,
     quiet_since: dt.datetime,
-    rows: Any = None,
+    where: Any = None,
 ) -> Claimed:
-    """The rows of a claim, each checked against the list as it is now (``rows``: where
+    """The rows of a claim, each checked against the list as it is now (``where``: where
     they are, when known, so the lookup goes by the primary key)."""
     sub = s.subscribers
     eligible = sa.case((eligible_clause(topic), 1), else_=0).label("eligible")
     query = (
-        sa.select(sub.c.id, sub.c.email, sub.c.name, eligible)
+        sa.select(sub.c.id, sub.c.email, sub.c.name, sub.c.link_key, eligible)
         .join(d, d.c.subscriber_id == sub.c.id)
         .where(d.c.campaign_id == campaign_id, d.c.claim == claim, _status_is(*HELD))
-        .where(rows if rows is not None else sa.true())
+        .where(where if where is not None else sa.true())
         .order_by(sub.c.id)
     )
     rows, left = [], []
-    for sid, email, name, ok in conn.execute(query):
+    for sid, email, name, link_key, ok in conn.execute(query):
         if ok:
-            rows.append((sid, email, name))
+            rows.append((sid, email, name, link_key))
         else:
             left.append(sid)
     return Claimed(claim, rows, left, claimed_at, quiet_since)

@@ -240,8 +240,88 @@ def _004_delivery_events(conn: Connection) -> None:
 
 # ---- 5 ------------------------------------------------------------------------------
 
+SUBSCRIBER_COLUMNS_4 = (
+    "id, email, email_hash, name, status, created_at, updated_at, confirmed_at, unsubscribed_at"
+)
 
-def _005_send_runs(conn: Connection) -> None:
+
+@rebuilds_tables
+def _005_identity(conn: Connection) -> None:
+    """link keys, ids never reused, signup requests waiting for confirmation"""
+    if conn.dialect.name == "sqlite":
+        _rebuild_subscribers_with_autoincrement(conn)
+    else:  # a SERIAL's sequence never hands out an id twice already ...
+        conn.exec_driver_sql(
+            "ALTER TABLE subscribers ADD COLUMN link_key VARCHAR(32) DEFAULT '' NOT NULL"
+        )
+        # ... unless rows came in with explicit ids (a restored dump): move it past them,
+        # never back (nextval keeps whatever erased ids it handed out already).
+        seq = "pg_get_serial_sequence('subscribers', 'id')"
+        conn.exec_driver_sql(
+            f"SELECT setval({seq}, GREATEST("
+            f"(SELECT COALESCE(MAX(id), 0) FROM subscribers) + 1, nextval({seq})), false)"
+        )
+    md = sa.MetaData()
+    _ids(md, "subscribers")
+    sa.Table(
+        "signup_requests",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column(
+            "subscriber_id",
+            sa.Integer,
+            sa.ForeignKey("subscribers.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
+        sa.Column("name", sa.String(200)),
+        sa.Column("topics", sa.String(200), nullable=False),
+        sa.Column("source", sa.String(200), nullable=False),
+        sa.Column("wording", sa.Text, nullable=False, server_default=""),
+        sa.Column("ip", sa.String(64)),
+        sa.Column("user_agent", sa.String(500)),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sqlite_autoincrement=True,
+    ).create(conn)
+    conn.exec_driver_sql(
+        "ALTER TABLE confirmation_queue ADD COLUMN request_id INTEGER"
+        " REFERENCES signup_requests (id) ON DELETE CASCADE"
+    )
+
+
+def _rebuild_subscribers_with_autoincrement(conn: Connection) -> None:
+    """SQLite hands out max(id) + 1 without AUTOINCREMENT, so erasing the newest reader
+    gave their id to the next signup; AUTOINCREMENT can only be had by a rebuild.
+    Rows made before this step keep the link key "" (their old links still work)."""
+    md = sa.MetaData()
+    sa.Table(
+        "subscribers_new",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("email", sa.String(320), nullable=False),
+        sa.Column("email_hash", sa.String(64), nullable=False, unique=True),
+        sa.Column("name", sa.String(200), nullable=False, server_default=""),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+        sa.Column("confirmed_at", sa.DateTime),
+        sa.Column("unsubscribed_at", sa.DateTime),
+        sa.Column("link_key", sa.String(32), nullable=False, server_default=""),
+        sa.CheckConstraint(STATUS_CHECK, name="ck_subscribers_status"),
+        sqlite_autoincrement=True,
+    ).create(conn)
+    conn.exec_driver_sql(
+        f"INSERT INTO subscribers_new ({SUBSCRIBER_COLUMNS_4})"
+        f" SELECT {SUBSCRIBER_COLUMNS_4} FROM subscribers"
+    )
+    conn.exec_driver_sql("DROP TABLE subscribers")
+    conn.exec_driver_sql("ALTER TABLE subscribers_new RENAME TO subscribers")
+
+
+# ---- 6 ------------------------------------------------------------------------------
+
+
+def _006_send_runs(conn: Connection) -> None:
     """send runs with heartbeats; who holds each claim; how unknown outcomes were settled"""
     conn.execute(sa.text("ALTER TABLE deliveries ADD COLUMN holder VARCHAR(32)"))
     conn.execute(sa.text("ALTER TABLE deliveries ADD COLUMN doubt VARCHAR(12) NOT NULL DEFAULT ''"))
@@ -269,10 +349,10 @@ def _005_send_runs(conn: Connection) -> None:
     ).create(conn)
 
 
-# ---- 6 ------------------------------------------------------------------------------
+# ---- 7 ------------------------------------------------------------------------------
 
 
-def _006_sequences_and_schedules(conn: Connection) -> None:
+def _007_sequences_and_schedules(conn: Connection) -> None:
     """sequences, their steps and enrollments; scheduled campaigns"""
     md = sa.MetaData()
     _ids(md, "subscribers")
@@ -329,10 +409,10 @@ def _006_sequences_and_schedules(conn: Connection) -> None:
         md.tables[name].create(conn)
 
 
-# ---- 7 ------------------------------------------------------------------------------
+# ---- 8 ------------------------------------------------------------------------------
 
 
-def _007_queue_indexes(conn: Connection) -> None:
+def _008_queue_indexes(conn: Connection) -> None:
     """partial indexes for the send queue: pending rows, and rows held under a claim"""
     md = sa.MetaData()
     deliveries = sa.Table(
@@ -367,7 +447,8 @@ MIGRATIONS: list[Migration] = [
     _002_send_ledger,
     _003_confirmation_queue,
     _004_delivery_events,
-    _005_send_runs,
-    _006_sequences_and_schedules,
-    _007_queue_indexes,
+    _005_identity,
+    _006_send_runs,
+    _007_sequences_and_schedules,
+    _008_queue_indexes,
 ]

@@ -15,6 +15,7 @@ from flask import Blueprint, abort, current_app
 from pipeline.content import find_module, load_module
 from pipeline.errors import PipelineError
 from pipeline.render import compile_campaign
+from pipeline.sequences import find_step, load_step
 from subscribers.ledger import Ledger
 
 bp = Blueprint("pages", __name__)
@@ -24,15 +25,21 @@ def _services() -> Any:
     return current_app.extensions["newsletter"]
 
 
-@bp.get("/view/<slug>")
+@bp.get("/view/<path:slug>")
 def view(slug: str) -> Any:
+    """A module (``/view/hip-hinge``) or a sequence step (``/view/welcome/hello``)."""
     sv = _services()
     settings = sv.settings
     try:
-        module = load_module(find_module(settings, slug), settings)
+        if "/" in slug:
+            step = load_step(settings, find_step(settings, slug))
+            module, campaign, topic = step.module, step.slug, step.topic
+        else:
+            module = load_module(find_module(settings, slug), settings)
+            campaign, topic = module.slug, module.topic
     except PipelineError:
         abort(404)
-    if Ledger(sv.store).campaign(module.slug, module.topic) is None:
+    if Ledger(sv.store).campaign(campaign, topic) is None:
         abort(404)  # not sent yet: drafts stay private
     compiled = compile_campaign(module, settings)
     signup = f"{settings.base_url}/subscribe"

@@ -69,10 +69,14 @@ subscribers = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("confirmed_at", UTCDateTime),
     sa.Column("unsubscribed_at", UTCDateTime),
+    # Random, made with the row, never reused: every link to this person is signed over
+    # it (subscribers.tokens). "" only for rows made before migration 5.
+    sa.Column("link_key", sa.String(32), nullable=False, server_default=""),
     sa.CheckConstraint(
         "status IN ('pending', 'active', 'unsubscribed', 'bounced', 'complained')",
         name="ck_subscribers_status",
     ),
+    sqlite_autoincrement=True,  # ids are never reused (PostgreSQL: its sequence)
 )
 
 subscriber_topics = sa.Table(
@@ -189,6 +193,29 @@ deliveries = sa.Table(
     ),
 )
 
+# A signup for an address already in the store: what the person asked for, applied only
+# when they follow the link in the confirmation email it sends (subscribers.signup_requests).
+signup_requests = sa.Table(
+    "signup_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "subscriber_id",
+        sa.Integer,
+        sa.ForeignKey("subscribers.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("name", sa.String(200)),  # None: keep the current name
+    sa.Column("topics", sa.String(200), nullable=False),  # comma-separated keys
+    sa.Column("source", sa.String(200), nullable=False),  # the consent, recorded on confirm
+    sa.Column("wording", sa.Text, nullable=False, server_default=""),
+    sa.Column("ip", sa.String(64)),
+    sa.Column("user_agent", sa.String(500)),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sqlite_autoincrement=True,  # a used request's id (in old links) is never handed out again
+)
+
 # Every process that sent a campaign: who, with which provider, alive until when.
 send_runs = sa.Table(
     "send_runs",
@@ -280,6 +307,8 @@ confirmation_queue = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text, nullable=False, server_default=""),
     sa.Index("ix_confirmation_queue_due", "due_at"),
+    # the request this email confirms (None: a new address, confirming its own row)
+    sa.Column("request_id", sa.Integer, sa.ForeignKey("signup_requests.id", ondelete="CASCADE")),
 )
 
 # What providers reported after a send (webhooks), once per provider event id.

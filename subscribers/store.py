@@ -5,9 +5,10 @@ on open (see :mod:`subscribers.schema`). Every write is one short transaction; a
 subscriber's row is locked (``SELECT ... FOR UPDATE`` on PostgreSQL, the database write
 lock on SQLite) before it changes, so concurrent signups of the same address are safe.
 
-For the send pipeline: :meth:`Store.eligible_recipients` streams ``(id, email, name)``
-in id order page by page, :meth:`Store.still_eligible` rechecks a batch just before it
-goes out, and :meth:`Store.suppress` / :meth:`Store.mark_status` record what webhooks say.
+For the send pipeline: :meth:`Store.eligible_recipients` streams
+``(id, email, name, link_key)`` in id order page by page, :meth:`Store.still_eligible`
+rechecks a batch just before it goes out, and :meth:`Store.suppress` /
+:meth:`Store.mark_status` record what webhooks say.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from sqlalchemy.engine import Connection
 
 from pipeline.settings import ALL_TOPICS, Settings
 from subscribers import schema as s
+from subscribers import signup_requests
 from subscribers.db import make_engine, normalise_url, refresh_statistics, writer
 from subscribers.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
+from subscribers.tokens import new_link_key
 from subscribers.validation import clean_name, email_hash, email_key, normalise_email
 
 CONFIRMATION_CAP = 5  # confirmation emails per address per CONFIRMATION_WINDOW
@@ -69,14 +72,17 @@ class Subscriber:
     updated_at: dt.datetime
     confirmed_at: dt.datetime | None = None
     unsubscribed_at: dt.datetime | None = None
+    link_key: str = field(default="", repr=False)  # signs this person's links (tokens)
 
 
 @dataclass(frozen=True, slots=True)
 class SignupOutcome:
-    """``action``: new | resend | capped | already_active | suppressed.
+    """``action``: new | resend | capped | suppressed.
 
-    ``send_confirmation`` is True when a fresh confirmation email was queued (see
-    :meth:`Store.claim_confirmations`).
+    ``new``: a new address, stored as pending. ``resend``: an address already held
+    (whatever its status); nothing about it changed, a signup request waits for the
+    link in the confirmation email. ``send_confirmation`` is True when a confirmation
+    email was queued (see :meth:`Store.claim_confirmations`).
     """
 
     subscriber_id: int | None
@@ -90,8 +96,10 @@ class PendingConfirmation:
 
     subscriber_id: int
     email: str
-    name: str
-    topics: tuple[str, ...]
+    name: str  # the name to greet: the one asked for in the request, if any
+    topics: tuple[str, ...]  # the topics the link will confirm
+    link_key: str = field(default="", repr=False)
+    request_id: int | None = None  # the signup request the link applies (None: a new address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +282,12 @@ class Store:
     def signup(
         self, email: str, name: str, topics: Sequence[str], consent: Consent
     ) -> SignupOutcome:
-        """Record a form signup (double opt-in). Never reveals state to the caller's visitor."""
+        """Record a form signup (double opt-in). Never reveals state to the caller's visitor.
+
+        A new address is stored as pending. For an address already held, nothing about
+        that reader changes (name, topics, status) until they follow the link in the
+        confirmation email this queues: the choices wait as a signup request.
+        """
         email, name = normalise_email(email), clean_name(name)
         topics = self._check_topics(topics)
         now = self._now()
@@ -294,7 +307,7 @@ class Store:
                 if created:
                     return self._new_signup(conn, sid, topics, consent, now)
                 row = _lock_by_id(conn, sid)
-            return self._repeat_signup(conn, row, name, topics, consent, now)
+            return self._known_signup(conn, row, name, topics, consent, now)
 
     def _new_signup(
         self, conn: Connection, sid: int, topics: Sequence[str], consent: Consent, now: dt.datetime
@@ -305,7 +318,7 @@ class Store:
         _enqueue_confirmation(conn, sid, now, new=True)
         return SignupOutcome(sid, "new", True)
 
-    def _repeat_signup(
+    def _known_signup(
         self,
         conn: Connection,
         row: Any,
@@ -314,36 +327,41 @@ class Store:
         consent: Consent,
         now: dt.datetime,
     ) -> SignupOutcome:
-        if row.status == "active":
-            _event(conn, row.id, "signup_repeat", now, consent.source)
-            return SignupOutcome(row.id, "already_active", False)
-        values: dict[str, Any] = {"status": "pending", "updated_at": now}
-        if name:
-            values["name"] = name
-        _update(conn, row.id, values)
-        _set_topics(conn, row.id, topics)
-        _consent(conn, row.id, consent, topics, now)
+        """Changes nothing about the reader: records a request and mails its link."""
         if _recent_events(conn, row.id, "confirmation_queued", now - CONFIRMATION_WINDOW) >= (
             CONFIRMATION_CAP
         ):
             _event(conn, row.id, "confirmation_capped", now, consent.source)
             return SignupOutcome(row.id, "capped", False)
+        request_id = signup_requests.add(conn, row.id, name or None, topics, consent, now)
         _event(conn, row.id, "confirmation_queued", now, consent.source)
-        _enqueue_confirmation(conn, row.id, now, new=False)
+        _enqueue_confirmation(conn, row.id, now, new=False, request_id=request_id)
         return SignupOutcome(row.id, "resend", True)
 
-    def confirm(self, subscriber_id: int, email: str, consent: Consent) -> tuple[Subscriber, bool]:
-        """Activate a pending subscriber from their confirmation link.
+    def confirm(
+        self,
+        subscriber_id: int,
+        email: str,
+        consent: Consent,
+        *,
+        request_id: int | None = None,
+    ) -> tuple[Subscriber, bool]:
+        """Activate a subscriber from their confirmation link.
 
-        Returns ``(subscriber, changed)``; a repeated click changes nothing. Raises
-        NotFound for an unknown id or an address that no longer matches, Conflict when
-        the subscriber left (or was suppressed) after the link was sent.
+        Without ``request_id`` (a new address's first link) a pending subscriber becomes
+        active; with it, the choices of that signup request apply (name, topics) and the
+        reader becomes active whatever they were. Returns ``(subscriber, changed)``; a
+        repeated click changes nothing. Raises NotFound for an unknown id or an address
+        that no longer matches, Conflict when the link is no longer valid (the reader
+        left, or chose again, after it was sent) or the address is suppressed.
         """
         now = self._now()
         with self._write() as conn:
             row = _lock_by_id(conn, subscriber_id)
             if row is None or email_key(row.email) != email_key(email):
                 raise NotFound("this confirmation link is not valid", hint="sign up again")
+            if request_id is not None:
+                return self._confirm_request(conn, row, request_id, consent, now)
             if row.status == "active":
                 return _load(conn, s.subscribers.c.id == row.id), False
             if row.status != "pending" or _suppression_reason(conn, row.email_hash):
@@ -357,6 +375,37 @@ class Store:
             _event(conn, row.id, "confirmed", now, consent.source)
             return _load(conn, s.subscribers.c.id == row.id), True
 
+    def _confirm_request(
+        self, conn: Connection, row: Any, request_id: int, consent: Consent, now: dt.datetime
+    ) -> tuple[Subscriber, bool]:
+        request = signup_requests.get(conn, request_id, row.id)
+        if request is None:  # used, or withdrawn by a later choice
+            if row.status == "active":
+                return _load(conn, s.subscribers.c.id == row.id), False  # type: ignore[return-value]
+            raise Conflict(
+                "this confirmation link is no longer valid",
+                hint="sign up again to get a fresh link",
+            )
+        if _suppression_reason(conn, row.email_hash):
+            raise Conflict(
+                "this address is blocked from our mailings",
+                hint="reply to any of our emails if you want to receive them again",
+            )
+        topics = tuple(t for t in self.topics if t in signup_requests.topics_of(request))
+        values: dict[str, Any] = {"status": "active", "updated_at": now}
+        if row.confirmed_at is None:
+            values["confirmed_at"] = now
+        if request.name is not None:
+            values["name"] = request.name
+        _update(conn, row.id, values)
+        _set_topics(conn, row.id, topics)
+        asked = Consent("signup", request.source, request.wording, request.ip, request.user_agent)
+        _consent(conn, row.id, asked, topics, request.created_at)
+        _consent(conn, row.id, consent, topics, now)
+        _event(conn, row.id, "confirmed", now, consent.source)
+        signup_requests.withdraw(conn, row.id)  # this link is used; older ones are superseded
+        return _load(conn, s.subscribers.c.id == row.id), True  # type: ignore[return-value]
+
     def unsubscribe(self, subscriber_id: int, *, source: str) -> Subscriber | None:
         """Stop all mail to this subscriber at once. Idempotent; None for an unknown id."""
         now = self._now()
@@ -364,6 +413,7 @@ class Store:
             row = _lock_by_id(conn, subscriber_id)
             if row is None:
                 return None
+            signup_requests.withdraw(conn, row.id)  # no confirmation link may undo this
             if row.status in ("active", "pending"):
                 values = {"status": "unsubscribed", "unsubscribed_at": now, "updated_at": now}
                 _update(conn, row.id, values)
@@ -387,6 +437,7 @@ class Store:
             row = _lock_by_id(conn, subscriber_id)
             if row is None:
                 raise NotFound("this link is not valid", hint="use the link from your latest email")
+            signup_requests.withdraw(conn, row.id)  # the latest explicit choice wins
             values: dict[str, Any] = {"updated_at": now}
             if name is not None:
                 values["name"] = clean_name(name)
@@ -481,6 +532,8 @@ class Store:
         with self._write() as conn:
             row = _lock_by_hash(conn, digest)
             if not erase:
+                if row is not None:
+                    signup_requests.withdraw(conn, row.id)
                 if row is not None and row.status in ("active", "pending"):
                     values = {"status": "unsubscribed", "unsubscribed_at": now, "updated_at": now}
                     _update(conn, row.id, values)
@@ -508,7 +561,7 @@ class Store:
         claim, now = str(uuid.uuid4()), self._now()
         with self._write() as conn:
             rows = conn.execute(_due_confirmations(now, limit, ids)).all()
-            gone = [r.subscriber_id for r in rows if r.status != "pending" or r.suppressed]
+            gone = [r.subscriber_id for r in rows if _not_to_confirm(r)]
             keep = [r for r in rows if r.subscriber_id not in set(gone)]
             _queue_delete(conn, gone)
             if keep:
@@ -517,10 +570,15 @@ class Store:
                     {"new_claim": claim, "lease_end": now + CLAIM_LEASE},
                 )
             topics = _topics(conn, [r.subscriber_id for r in keep]) if keep else {}
-        return claim, [
-            PendingConfirmation(r.subscriber_id, r.email, r.name, topics.get(r.subscriber_id, ()))
-            for r in keep
-        ]
+        return claim, [_pending(r, topics.get(r.subscriber_id, ())) for r in keep]
+
+    def confirmation_for(self, subscriber_id: int) -> PendingConfirmation | None:
+        """A confirmation email for a subscriber as stored (the CLI's add and import)."""
+        with self._read() as conn:
+            sub = _load(conn, s.subscribers.c.id == subscriber_id)
+        if sub is None:
+            return None
+        return PendingConfirmation(sub.id, sub.email, sub.name, sub.topics, sub.link_key)
 
     def confirmations_sent(self, claim: str, ids: Sequence[int]) -> None:
         """The provider took these: unqueue them (unless re-requested meanwhile)."""
@@ -574,18 +632,19 @@ class Store:
 
     def eligible_recipients(
         self, topic: str, *, page_size: int = PAGE
-    ) -> Iterator[tuple[int, str, str]]:
-        """``(id, email, name)`` of every confirmed, active, unsuppressed subscriber of
-        ``topic``, in id order. Reads one page per short transaction (keyset paging), so
-        memory stays flat and no lock is held while the caller sends."""
+    ) -> Iterator[tuple[int, str, str, str]]:
+        """``(id, email, name, link_key)`` of every confirmed, active, unsuppressed
+        subscriber of ``topic``, in id order. Reads one page per short transaction
+        (keyset paging), so memory stays flat and no lock is held while the caller sends."""
         where = _eligible(self._check_topic(topic))
-        cols = (s.subscribers.c.id, s.subscribers.c.email, s.subscribers.c.name)
+        sub = s.subscribers
+        cols = (sub.c.id, sub.c.email, sub.c.name, sub.c.link_key)
         after = 0
         while True:
             query = sa.select(*cols).where(where, s.subscribers.c.id > after)
             with self._read() as conn:
                 page = conn.execute(query.order_by(s.subscribers.c.id).limit(page_size)).all()
-            yield from ((r.id, r.email, r.name) for r in page)
+            yield from ((r.id, r.email, r.name, r.link_key) for r in page)
             if len(page) < page_size:
                 return
             after = page[-1].id
@@ -756,11 +815,22 @@ _QUEUE_INSERT = s.confirmation_queue.insert()
 
 
 def _due_confirmations(now: dt.datetime, limit: int, ids: Sequence[int] | None) -> Any:
-    q, sub, sup = s.confirmation_queue, s.subscribers, s.suppressions
+    q, sub, sup, req = s.confirmation_queue, s.subscribers, s.suppressions, s.signup_requests
     suppressed = sa.exists().where(sup.c.email_hash == sub.c.email_hash).label("suppressed")
     query = (
-        sa.select(q.c.subscriber_id, sub.c.email, sub.c.name, sub.c.status, suppressed)
+        sa.select(
+            q.c.subscriber_id,
+            q.c.request_id,
+            sub.c.email,
+            sub.c.name,
+            sub.c.status,
+            sub.c.link_key,
+            req.c.name.label("asked_name"),
+            req.c.topics.label("asked_topics"),
+            suppressed,
+        )
         .join(sub, sub.c.id == q.c.subscriber_id)
+        .outerjoin(req, req.c.id == q.c.request_id)
         .where(q.c.due_at <= now)
         .order_by(q.c.due_at, q.c.subscriber_id)
         .limit(limit)
@@ -772,6 +842,24 @@ def _due_confirmations(now: dt.datetime, limit: int, ids: Sequence[int] | None) 
     if ids is not None:
         query = query.where(q.c.subscriber_id.in_(list(ids)))
     return query
+
+
+def _not_to_confirm(row: Any) -> bool:
+    """A queued email that must not go out: suppressed, or a new address's first link
+    while the reader is no longer pending (a request stands whatever the status)."""
+    return bool(row.suppressed) or (row.request_id is None and row.status != "pending")
+
+
+def _pending(row: Any, topics: tuple[str, ...]) -> PendingConfirmation:
+    """The email to send for a claimed queue row: a request's choices, or the row's own."""
+    if row.request_id is not None:
+        name = row.name if row.asked_name is None else row.asked_name
+        topics = tuple(t for t in row.asked_topics.split(",") if t)
+    else:
+        name = row.name
+    return PendingConfirmation(
+        row.subscriber_id, row.email, name, topics, row.link_key, row.request_id
+    )
 
 
 def _lock_ids(conn: Connection, ids: Sequence[int]) -> None:
@@ -831,6 +919,7 @@ def _subscriber(row: Any, topics: tuple[str, ...]) -> Subscriber:
         updated_at=row.updated_at,
         confirmed_at=row.confirmed_at,
         unsubscribed_at=row.unsubscribed_at,
+        link_key=row.link_key,
     )
 
 
@@ -848,11 +937,14 @@ def _set_topics(conn: Connection, sid: int, topics: Sequence[str], *, new: bool 
         conn.execute(_INSERT_TOPIC, [{"subscriber_id": sid, "topic": topic} for topic in topics])
 
 
-def _enqueue_confirmation(conn: Connection, sid: int, now: dt.datetime, *, new: bool) -> None:
+def _enqueue_confirmation(
+    conn: Connection, sid: int, now: dt.datetime, *, new: bool, request_id: int | None = None
+) -> None:
     """Queue a confirmation email; a newer request replaces an older one (and its claim)."""
     if not new:
         conn.execute(_QUEUE_DELETE, {"sid": sid})
-    conn.execute(_QUEUE_INSERT, {"subscriber_id": sid, "due_at": now, "attempts": 0})
+    values = {"subscriber_id": sid, "due_at": now, "attempts": 0, "request_id": request_id}
+    conn.execute(_QUEUE_INSERT, values)
 
 
 def _new_address(
@@ -863,15 +955,20 @@ def _new_address(
     full path. Two statements where the full path takes four."""
     if _suppression_reason(conn, digest):
         return None
-    values = {
+    values = _new_row(email, digest, name, "pending", now)
+    return conn.execute(_INSERT_UNLESS_PRESENT, values).scalar_one_or_none()
+
+
+def _new_row(email: str, digest: str, name: str, status: str, now: dt.datetime) -> dict[str, Any]:
+    return {
         "email": email,
         "email_hash": digest,
         "name": name,
-        "status": "pending",
+        "status": status,
         "created_at": now,
         "updated_at": now,
+        "link_key": new_link_key(),
     }
-    return conn.execute(_INSERT_UNLESS_PRESENT, values).scalar_one_or_none()
 
 
 def _attach_signup(
@@ -907,14 +1004,7 @@ def _insert_subscriber(
     savepoint around a plain INSERT cost two more round trips on every signup).
     """
     digest = email_hash(email)
-    values = {
-        "email": email,
-        "email_hash": digest,
-        "name": name,
-        "status": status,
-        "created_at": now,
-        "updated_at": now,
-    }
+    values = _new_row(email, digest, name, status, now)
     query = sa.select(s.subscribers.c.id).where(s.subscribers.c.email_hash == digest)
     if conn.dialect.name == "postgresql":
         sid = conn.execute(_INSERT_UNLESS_PRESENT, values).scalar_one_or_none()
@@ -941,6 +1031,7 @@ def _insert_many(
             "created_at": now,
             "updated_at": now,
             "confirmed_at": now if status == "active" else None,
+            "link_key": new_link_key(),
         }
         for r in rows
     ]

@@ -46,14 +46,20 @@ from pipeline.errors import ConfigError, PipelineError, ProviderError
 from pipeline.guard import require_live_links
 from pipeline.providers.base import Provider
 from pipeline.settings import Settings, load_settings
-from subscribers import pages
+from subscribers import archive_web, pages
 from subscribers.confirmation import ConfirmationSender, Links
-from subscribers.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
+from subscribers.errors import Conflict, DatabaseUnavailable, InvalidInput, LinkGone, NotFound
 from subscribers.forms import DEFAULT_FORM, FORMS, form_context, safe_next, site_origin
 from subscribers.inbound import bp as inbound_bp
 from subscribers.ratelimit import RateLimiter
-from subscribers.store import Consent, Store
-from subscribers.tokens import TokenError, read_confirm_token, read_subscriber_token
+from subscribers.store import Consent, Store, Subscriber
+from subscribers.tokens import (
+    TokenError,
+    confirm_link_matches,
+    read_confirm_token,
+    token_matches,
+    token_subscriber_id,
+)
 from subscribers.validation import clean_name, normalise_email, parse_topics
 from subscribers.webhooks import bp as webhooks_bp
 from subscribers.webinput import Body, read_body
@@ -117,6 +123,7 @@ def create_app(
     _trust_proxies(app, settings)
     app.register_blueprint(bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(archive_web.bp)  # /archive/: the public archive and its feed
     app.register_blueprint(webhooks_bp)  # POST /webhooks/<provider>
     app.register_blueprint(inbound_bp)  # POST /inbound/<provider>: mailto unsubscribes
     _register_error_handlers(app)
@@ -214,9 +221,16 @@ def subscribe() -> Any:
 @bp.get("/confirm/<token>")
 def confirm(token: str) -> Any:
     sv = services()
-    subscriber_id, email = read_confirm_token(sv.secret_key, _checked(token))
+    link = read_confirm_token(sv.secret_key, _checked(token))
+    sub = sv.store.get(link.subscriber_id)
+    if sub is None:
+        raise _gone()
+    if not confirm_link_matches(sv.secret_key, link, sub.link_key):
+        raise TokenError("this confirmation link is not valid")
     consent = _consent("confirm", "confirmation link", CONFIRM_WORDING)
-    sub, _changed = sv.store.confirm(subscriber_id, email, consent)
+    sub, _changed = sv.store.confirm(
+        link.subscriber_id, link.email, consent, request_id=link.request_id
+    )
     return render_template("confirmed.html", **_subscriber_context(sv, sub))
 
 
@@ -232,12 +246,13 @@ def unsubscribe(token: str) -> Any:
     """RFC 8058 one-click: unsubscribes at once and answers 200, for mail clients and
     for the button on our own page alike (both post ``List-Unsubscribe=One-Click``)."""
     sv = services()
-    subscriber_id = read_subscriber_token(sv.secret_key, _checked(token))
+    subscriber_id = _subscriber(sv, token).id
     body = read_body(request, allow_json=False)
     source = "one-click" if body.get("List-Unsubscribe") == "One-Click" else "unsubscribe page"
     sub = sv.store.unsubscribe(subscriber_id, source=source)
-    context = _subscriber_context(sv, sub, token) if sub else {"subscriber": None}
-    return render_template("unsubscribed.html", **context)
+    if sub is None:  # erased between the two steps
+        raise _gone()
+    return render_template("unsubscribed.html", **_subscriber_context(sv, sub, token))
 
 
 @bp.get("/preferences/<token>")
@@ -250,7 +265,7 @@ def preferences_page(token: str) -> Any:
 @bp.post("/preferences/<token>")
 def preferences(token: str) -> Any:
     sv = services()
-    subscriber_id = read_subscriber_token(sv.secret_key, _checked(token))
+    subscriber_id = _subscriber(sv, token).id
     body = read_body(request, allow_json=False)
     _check_csrf(sv, body.get("csrf"), subscriber_id)
     chosen = body.get_list("topics")
@@ -367,19 +382,36 @@ def _checked(token: str) -> str:
     return token
 
 
-def _subscriber(sv: Services, token: str) -> Any:
-    sub = sv.store.get(read_subscriber_token(sv.secret_key, _checked(token)))
+def _subscriber(sv: Services, token: str) -> Subscriber:
+    """The one person a subscriber link belongs to.
+
+    Its id and signature must match a row *and* that row's link key: an erased
+    reader's link names an id that is gone (ids are never reused) and answers 410
+    "no longer valid"; a link signed for another key (forged, or an id reused before
+    link keys existed) is a 400. Either way nothing changes.
+    """
+    token = _checked(token)
+    sub = sv.store.get(token_subscriber_id(token))
     if sub is None:
-        raise NotFound("we hold no subscription for this link", hint="you may have been removed")
+        raise _gone()
+    if not token_matches(sv.secret_key, token, sub.id, sub.link_key):
+        raise TokenError("this link is not valid", hint="use the link from your latest email")
     return sub
+
+
+def _gone() -> LinkGone:
+    return LinkGone(
+        "this link is no longer valid",
+        hint="we hold nothing for it any more; to subscribe again, use the signup form",
+    )
 
 
 def _subscriber_context(sv: Services, sub: Any, token: str | None = None) -> dict[str, Any]:
     context = {
         "subscriber": sub,
         "topics": list(sv.settings.topics.values()),
-        "preferences_url": sv.links.preferences(sub.id),
-        "unsubscribe_url": sv.links.unsubscribe(sub.id),
+        "preferences_url": sv.links.preferences(sub.id, sub.link_key),
+        "unsubscribe_url": sv.links.unsubscribe(sub.id, sub.link_key),
         "site_url": sv.settings.site_url,
     }
     if token is not None:
@@ -450,6 +482,7 @@ ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (TokenError, 400),
     (InvalidInput, 400),
     (NotFound, 404),
+    (LinkGone, 410),
     (Conflict, 409),
     (DatabaseUnavailable, 503),
     (ProviderError, 503),
@@ -463,6 +496,7 @@ TITLES = {
     404: "Not found",
     405: "Method not allowed",
     409: "This link is no longer valid",
+    410: "This link is no longer valid",
     413: "Too much data",
     415: "Unsupported form",
     429: "Slow down",

@@ -20,6 +20,8 @@ PICKS = [
     "email-hip-hinge-forced-dark",
     "email-images-off-320px-light",
     "email-images-off-320px-dark",
+    "archive-hip-hinge-375-light-top",  # tests/test_archive_browser.py
+    "archive-hip-hinge-1280-dark-top",
 ]
 
 

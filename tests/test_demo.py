@@ -30,6 +30,9 @@ def test_demo_tells_the_whole_story(project: Path) -> None:
     assert len([s for s in subjects if "hip hinge" in s]) == 3
     assert f"messages are in the outbox Maildir {outbox}" in result.stdout
     assert "this run sent 3, failed 0" in result.stdout
+    archive = project / "var" / "demo" / "archive"
+    assert f"archive: 1 issue in {archive}" in result.stdout
+    assert "Master the Hip Hinge" in (archive / "hip-hinge" / "index.html").read_text()
     again = subprocess.run(
         [sys.executable, "-m", "pipeline.demo"],
         cwd=project,

@@ -232,11 +232,13 @@ def test_lang_and_dir_are_kept(seed: Compiled) -> None:
     assert (article.attrs["lang"], article.attrs["dir"]) == ("en", "ltr")
 
 
-def test_view_in_browser_opens_the_web_version(seed: Compiled, settings: Settings) -> None:
+def test_view_in_browser_opens_the_issue_page_in_the_archive(
+    seed: Compiled, settings: Settings
+) -> None:
     msg = seed.personalize(READER)
     links = {a.text: a.attrs["href"] for a in parse(msg.html).all("a")}
-    web = web_version_url(settings, seed.module.slug)
-    assert web == f"{settings.base_url}/view/{seed.module.slug}"
+    web = web_version_url(settings, seed.module)
+    assert web == f"{settings.base_url}/archive/{seed.module.slug}/"  # served by the app
     assert links["View in your browser"] == web
     assert f"View in your browser:\n{web}" in msg.text or f"View in your browser: {web}" in msg.text
     # the article (or the offer's page) is a link of its own
@@ -247,8 +249,38 @@ def test_view_in_browser_opens_the_web_version(seed: Compiled, settings: Setting
 def test_a_module_without_url_still_has_its_web_version(settings: Settings) -> None:
     c = write(settings, "no-url", "", "Just text.\n")
     links = {a.text: a.attrs["href"] for a in parse(c.personalize(READER).html).all("a")}
-    assert links["View in your browser"] == f"{settings.base_url}/view/no-url"
+    assert links["View in your browser"] == f"{settings.base_url}/archive/no-url/"
     assert "Read the full article" not in links
+
+
+def test_web_version_follows_the_archive_setting_and_front_matter(project, test_env) -> None:
+    from helpers import set_site
+
+    from pipeline.settings import load_settings
+
+    set_site(project / "newsletter.toml", archive_url="https://news.example.com/letters/")
+    settings = load_settings(project / "newsletter.toml", env=test_env)
+
+    def view(c: Compiled) -> str:
+        return {a.text: a.attrs["href"] for a in parse(c.personalize(READER).html).all("a")}[
+            "View in your browser"
+        ]
+
+    assert view(write(settings, "public", "", "x\n")) == "https://news.example.com/letters/public/"
+    # Kept out of the archive: the web app's own page of it.
+    kept = write(settings, "kept", "archive: false\n", "x\n")
+    assert view(kept) == f"{settings.base_url}/view/kept"
+    # A sequence step is in the archive only when it says so, under its sequence.
+    folder = settings.content_dir / "sequences" / "intro"
+    folder.mkdir(parents=True)
+    for name, extra in (("hello", ""), ("best-of", "archive: true\n")):
+        (folder / f"{name}.md").write_text(
+            f"---\ntitle: {name}\ndate: 2026-02-01\nkind: update\ndelay: 1d\n{extra}---\nx\n"
+        )
+    step = compile_campaign(load_module(folder / "best-of.md", settings), settings)
+    assert view(step) == "https://news.example.com/letters/intro/best-of/"
+    hello = compile_campaign(load_module(folder / "hello.md", settings), settings)
+    assert view(hello) == f"{settings.base_url}/view/intro/hello"
 
 
 def test_link_texts_make_sense_on_their_own(seed: Compiled) -> None:

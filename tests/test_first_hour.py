@@ -128,7 +128,7 @@ def test_check_shows_every_front_matter_error(run, project: Path) -> None:
         f"{path}:4: error: kind: expected one of update, offer, got 'newsletter'",
         f"{path}:5: error: unknown field 'colour' (known: title, date, kind, topic, subject, "
         "preheader, url, image, image_alt, image_width, image_height, cta_text, "
-        "cta_url, price, delay, draft)",
+        "cta_url, price, delay, draft, archive)",
         f"{path}:6: error: image_alt: required when image is set (describe the image)",
         f"{path}:7: error: title: given twice",
     ]

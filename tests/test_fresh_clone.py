@@ -109,7 +109,8 @@ def test_first_commands_on_a_fresh_copy(clone: Path) -> None:
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "this run sent 3, failed 0" in shown.stdout
     assert "Campaign report:  .venv/bin/newsletter --config" in shown.stdout
-    assert len(list((clone / "var" / "demo" / "outbox" / "new").iterdir())) == 7
+    # 4 confirmations, 4 welcomes (the sequence's first step), 3 copies of the article
+    assert len(list((clone / "var" / "demo" / "outbox" / "new").iterdir())) == 11
 
     empty = run(clone, send)  # nobody on the author's own list yet
     assert empty.returncode != 0

@@ -40,7 +40,7 @@ from pipeline.message import to_bytes
 from pipeline.providers.inbound import InboundMail, form_fields
 from pipeline.render import Recipient, compile_campaign
 from pipeline.settings import Settings, load_settings
-from subscribers.store import Consent, NewSubscriber, Store
+from subscribers.store import Consent, NewSubscriber, PendingConfirmation, Store
 from subscribers.tokens import subscriber_token
 from subscribers.web import create_app
 
@@ -78,7 +78,7 @@ def test_without_inbound_no_mailto_is_advertised(settings: Settings) -> None:
 
 def test_with_inbound_the_mailto_carries_the_readers_token(project: Path) -> None:
     settings = load_settings(configure(project, "postmark"), env={"NEWSLETTER_SECRET_KEY": "k"})
-    token = subscriber_token("k", 7)
+    token = subscriber_token("k", 7, "key7")
     msg = compiled(settings).personalize(Recipient(7, "r@example.com", "R", token))
     assert msg.headers["List-Unsubscribe"] == (
         f"<http://127.0.0.1:8000/unsubscribe/{token}>, "
@@ -91,9 +91,10 @@ def test_confirmation_emails_carry_the_token_too(project: Path) -> None:
 
     settings = load_settings(configure(project, "postmark"), env={"NEWSLETTER_SECRET_KEY": "k"})
     sender = ConfirmationSender(settings, None, Links(settings, "k"), RecordingProvider())  # type: ignore[arg-type]
-    msg = sender.build(5, "new@example.com", "", ["updates"])
+    item = PendingConfirmation(5, "new@example.com", "", ("updates",), link_key="key5")
+    msg = sender.build(item)
     assert (
-        f"<mailto:{UNSUB}?subject=unsubscribe%20{subscriber_token('k', 5)}>"
+        f"<mailto:{UNSUB}?subject=unsubscribe%20{subscriber_token('k', 5, 'key5')}>"
         in (msg.headers["List-Unsubscribe"])
     )
 
@@ -133,7 +134,9 @@ class Inbound:
         }
 
     def token(self, email: str) -> str:
-        return subscriber_token(self.settings.secret_key(), self.ids[email])
+        reader = self.store.get(self.ids[email])
+        assert reader is not None
+        return subscriber_token(self.settings.secret_key(), reader.id, reader.link_key)
 
     def status(self, email: str) -> str:
         return self.store.find(email).status  # type: ignore[union-attr]

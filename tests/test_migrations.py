@@ -71,15 +71,7 @@ def describe(engine: sa.Engine) -> dict[str, object]:
             c["name"]: (str(c["type"]), c["nullable"], _default(c.get("default")))
             for c in inspector.get_columns(name)
         }
-        foreign = sorted(
-            (
-                tuple(fk["constrained_columns"]),
-                fk["referred_table"],
-                tuple(fk["referred_columns"]),
-                (fk.get("options") or {}).get("ondelete", "").upper(),
-            )
-            for fk in inspector.get_foreign_keys(name)
-        )
+        foreign = _foreign_keys(engine, inspector, name)
         indexes = sorted(
             (ix["name"], tuple(ix["column_names"]), bool(ix["unique"]), _predicate(ix))
             for ix in inspector.get_indexes(name)
@@ -108,6 +100,26 @@ def _predicate(index: dict[str, Any]) -> str:
     options = index.get("dialect_options") or {}
     where = options.get("postgresql_where", options.get("sqlite_where", ""))
     return " ".join(str(where).split())
+
+
+def _foreign_keys(engine: sa.Engine, inspector: sa.Inspector, table: str) -> list[tuple]:
+    """(columns, referred table, referred columns, ON DELETE) of each foreign key.
+
+    On SQLite from PRAGMA foreign_key_list: SQLAlchemy's reflection misses ON DELETE of
+    a REFERENCES clause added with ALTER TABLE ADD COLUMN, which SQLite does enforce."""
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(f"PRAGMA foreign_key_list('{table}')").all()
+        return sorted(((r[3],), r[2], (r[4],), r[6].replace("NO ACTION", "")) for r in rows)
+    return sorted(
+        (
+            tuple(fk["constrained_columns"]),
+            fk["referred_table"],
+            tuple(fk["referred_columns"]),
+            (fk.get("options") or {}).get("ondelete", "").upper(),
+        )
+        for fk in inspector.get_foreign_keys(table)
+    )
 
 
 def _default(value: object) -> object:
@@ -271,7 +283,6 @@ def test_workers_starting_together_apply_each_step_once(db_url: str) -> None:
 OPEN_WHEN_TOLD = """
 import sys, time
 from pathlib import Path
-from typing import Any
 from subscribers.store import Store
 ready, go, url = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 ready.touch()

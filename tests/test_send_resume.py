@@ -44,7 +44,7 @@ def make_sender(store: Store, compiled, provider: Recorder, **kw) -> Sender:
         campaign_id=campaign.id,
         ledger=ledger,
         provider_factory=lambda: provider,
-        token_for=lambda sid: f"tok{sid}",
+        token_for=lambda sid, link_key: f"tok{sid}",
         batch_size=10,
         limiter=RateLimiter(0),
         **kw,

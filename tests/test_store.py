@@ -54,6 +54,13 @@ def store(db_url: str, clock: Clock) -> Iterator[Store]:
         yield st
 
 
+def confirm_latest(store: Store, email: str) -> None:
+    """Follow the link of the latest queued confirmation email for ``email``."""
+    _claim, items = store.claim_confirmations(limit=1000)
+    [item] = [i for i in items if i.email == email]
+    store.confirm(item.subscriber_id, email, CONFIRM, request_id=item.request_id)
+
+
 def active(store: Store, email: str, topics: tuple[str, ...] = ("updates", "offers")) -> int:
     outcome = store.signup(email, "", list(topics), SIGNUP)
     assert outcome.subscriber_id is not None
@@ -89,6 +96,8 @@ def test_address_is_unique_regardless_of_case(store: Store) -> None:
     second = store.signup("ANN@EXAMPLE.COM", "", ["offers"], SIGNUP)
     assert first.subscriber_id == second.subscriber_id
     assert store.count() == 1
+    assert store.find("Ann@Example.Com").topics == ("updates",)  # until confirmed
+    confirm_latest(store, "ann@example.com")
     assert store.find("Ann@Example.Com").topics == ("offers",)
 
 
@@ -167,18 +176,25 @@ def test_signing_up_again_after_leaving_needs_a_new_confirmation(store: Store) -
     store.unsubscribe(sid, source="one-click")
     outcome = store.signup("ann@example.com", "", ["offers"], SIGNUP)
     assert (outcome.action, outcome.send_confirmation) == ("resend", True)
-    assert store.get(sid).status == "pending"
+    assert store.get(sid).status == "unsubscribed"  # nothing changes until confirmed
     assert list(store.eligible_recipients("offers")) == []
-    store.confirm(sid, "ann@example.com", CONFIRM)
+    confirm_latest(store, "ann@example.com")
     assert [r[0] for r in store.eligible_recipients("offers")] == [sid]
 
 
-def test_repeat_signup_of_an_active_subscriber_changes_nothing(store: Store) -> None:
+def test_repeat_signup_of_an_active_subscriber_changes_nothing_until_confirmed(
+    store: Store,
+) -> None:
     sid = active(store, "ann@example.com", ("updates",))
+    before = snapshot(store)["subscribers"], snapshot(store)["subscriber_topics"]
     outcome = store.signup("ann@example.com", "Mallory", ["offers"], SIGNUP)
-    assert (outcome.action, outcome.send_confirmation) == ("already_active", False)
+    assert (outcome.action, outcome.send_confirmation) == ("resend", True)
     sub = store.get(sid)
     assert (sub.name, sub.topics, sub.status) == ("", ("updates",), "active")
+    assert (snapshot(store)["subscribers"], snapshot(store)["subscriber_topics"]) == before
+    confirm_latest(store, "ann@example.com")  # the reader followed the new link
+    sub = store.get(sid)
+    assert (sub.name, sub.topics, sub.status) == ("Mallory", ("offers",), "active")
 
 
 def test_confirmation_emails_per_address_are_capped(store: Store, clock: Clock) -> None:
@@ -340,7 +356,8 @@ def test_eligible_recipients_streams_confirmed_topic_subscribers_in_id_order(sto
     expected = [i for i in ids if i not in (ids[1], ids[2], ids[3])]
     assert [r[0] for r in got] == expected
     first = next(store.eligible_recipients("updates"))
-    assert first == (ids[0], "reader0@example.com", "")
+    assert first == (ids[0], "reader0@example.com", "", store.get(ids[0]).link_key)
+    assert len(first[3]) == 22  # every new row gets its own random link key
     assert offers_only in {r[0] for r in store.eligible_recipients("offers")}
 
 

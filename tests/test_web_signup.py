@@ -375,21 +375,27 @@ def test_the_confirmation_link_activates_and_repeated_clicks_are_fine(
 
 
 def _token_from(
-    days_ago: float, secret: str, sid: int, email: str, monkeypatch: pytest.MonkeyPatch
+    days_ago: float,
+    secret: str,
+    sid: int,
+    email: str,
+    monkeypatch: pytest.MonkeyPatch,
+    link_key: str,
 ) -> str:
     past = time.time() - days_ago * 86400
     with monkeypatch.context() as m:
         m.setattr(itsdangerous.timed.time, "time", lambda: past)
-        return confirm_token(secret, sid, email)
+        return confirm_token(secret, sid, email, link_key)
 
 
 def test_confirmation_links_expire_after_7_days(
     client: FlaskClient, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     signup(client)
-    sid = store.find("ann@example.com").id
-    fresh = _token_from(6.9, "test-secret-key", sid, "ann@example.com", monkeypatch)
-    stale = _token_from(7.1, "test-secret-key", sid, "ann@example.com", monkeypatch)
+    sub = store.find("ann@example.com")
+    key = sub.link_key
+    fresh = _token_from(6.9, "test-secret-key", sub.id, "ann@example.com", monkeypatch, key)
+    stale = _token_from(7.1, "test-secret-key", sub.id, "ann@example.com", monkeypatch, key)
     before = snapshot(store)
     resp = client.get(f"/confirm/{stale}")
     assert resp.status_code == 400 and "expired" in resp.get_data(as_text=True)
@@ -397,19 +403,25 @@ def test_confirmation_links_expire_after_7_days(
     assert client.get(f"/confirm/{fresh}").status_code == 200
 
 
-@pytest.mark.parametrize("kind", ["tampered", "forged", "garbage", "overlong", "other-address"])
+@pytest.mark.parametrize(
+    "kind",
+    ["tampered", "forged", "garbage", "overlong", "other-address", "other-key", "before-keys"],
+)
 def test_bad_confirmation_tokens_are_4xx_and_change_nothing(
     client: FlaskClient, store: Store, provider: RecordingProvider, kind: str
 ) -> None:
     signup(client)
-    sid = store.find("ann@example.com").id
+    sub = store.find("ann@example.com")
+    sid, key = sub.id, sub.link_key
     good = confirm_link(provider.sent[-1].text).rsplit("/", 1)[1]
     token = {
         "tampered": good[:-3] + ("AAA" if not good.endswith("AAA") else "BBB"),
-        "forged": confirm_token("someone-elses-key", sid, "ann@example.com"),
+        "forged": confirm_token("someone-elses-key", sid, "ann@example.com", key),
         "garbage": "not-a-token",
         "overlong": "x" * 5000,
-        "other-address": confirm_token("test-secret-key", sid, "mallory@example.com"),
+        "other-address": confirm_token("test-secret-key", sid, "mallory@example.com", key),
+        "other-key": confirm_token("test-secret-key", sid, "ann@example.com", "another-key"),
+        "before-keys": confirm_token("test-secret-key", sid, "ann@example.com", ""),
     }[kind]
     before = snapshot(store)
     resp = client.get(f"/confirm/{token}")

@@ -44,8 +44,10 @@ def ann(store: Store) -> int:
     return sid.subscriber_id
 
 
-def token(sid: int, secret: str = SECRET) -> str:
-    return subscriber_token(secret, sid)
+def token(store: Store, sid: int, secret: str = SECRET) -> str:
+    """The subscriber's real link token (signed over their link key)."""
+    sub = store.get(sid)
+    return subscriber_token(secret, sid, sub.link_key if sub else "no-such-key")
 
 
 def csrf_of(html: str) -> str:
@@ -56,7 +58,7 @@ def csrf_of(html: str) -> str:
 
 
 def test_one_click_post_unsubscribes_at_once(client: FlaskClient, store: Store, ann: int) -> None:
-    resp = client.post(f"/unsubscribe/{token(ann)}", data=ONE_CLICK)
+    resp = client.post(f"/unsubscribe/{token(store, ann)}", data=ONE_CLICK)
     assert resp.status_code == 200
     assert store.get(ann).status == "unsubscribed"
     assert list(store.eligible_recipients("updates")) == []
@@ -65,28 +67,34 @@ def test_one_click_post_unsubscribes_at_once(client: FlaskClient, store: Store, 
 
 
 def test_one_click_is_idempotent(client: FlaskClient, store: Store, ann: int) -> None:
-    client.post(f"/unsubscribe/{token(ann)}", data=ONE_CLICK)
+    client.post(f"/unsubscribe/{token(store, ann)}", data=ONE_CLICK)
     before = snapshot(store)
-    resp = client.post(f"/unsubscribe/{token(ann)}", data=ONE_CLICK)
+    resp = client.post(f"/unsubscribe/{token(store, ann)}", data=ONE_CLICK)
     assert resp.status_code == 200 and snapshot(store) == before
 
 
 def test_one_click_works_as_multipart_too(client: FlaskClient, store: Store, ann: int) -> None:
     resp = client.post(
-        f"/unsubscribe/{token(ann)}", data=ONE_CLICK, content_type="multipart/form-data"
+        f"/unsubscribe/{token(store, ann)}", data=ONE_CLICK, content_type="multipart/form-data"
     )
     assert resp.status_code == 200 and store.get(ann).status == "unsubscribed"
 
 
 def test_one_click_unsubscribes_a_pending_subscriber(client: FlaskClient, store: Store) -> None:
     sid = store.signup("bo@example.com", "", ["updates"], Consent("signup", "t")).subscriber_id
-    assert client.post(f"/unsubscribe/{token(sid)}", data=ONE_CLICK).status_code == 200
+    assert client.post(f"/unsubscribe/{token(store, sid)}", data=ONE_CLICK).status_code == 200
     assert store.get(sid).status == "unsubscribed"
 
 
-def test_one_click_for_an_erased_subscriber_is_still_200(client: FlaskClient, store: Store) -> None:
-    resp = client.post(f"/unsubscribe/{token(4242)}", data=ONE_CLICK)
-    assert resp.status_code == 200
+def test_one_click_for_an_erased_subscriber_is_410_and_changes_nothing(
+    client: FlaskClient, store: Store, ann: int
+) -> None:
+    old = token(store, ann)
+    store.remove("ann@example.com", erase=True)
+    before = snapshot(store)
+    resp = client.post(f"/unsubscribe/{old}", data=ONE_CLICK)
+    assert resp.status_code == 410 and "no longer valid" in resp.get_data(as_text=True)
+    assert snapshot(store) == before
 
 
 def test_the_url_in_the_confirmation_emails_header_works_for_one_click(
@@ -100,17 +108,22 @@ def test_the_url_in_the_confirmation_emails_header_works_for_one_click(
     assert store.find("cy@example.com").status == "unsubscribed"
 
 
-@pytest.mark.parametrize("kind", ["forged", "tampered", "garbage", "confirm-token", "overlong"])
+@pytest.mark.parametrize(
+    "kind",
+    ["forged", "tampered", "garbage", "confirm-token", "overlong", "id only (as before link keys)"],
+)
 def test_bad_unsubscribe_tokens_are_400_and_change_nothing(
     client: FlaskClient, store: Store, ann: int, kind: str
 ) -> None:
     from subscribers.tokens import confirm_token
 
     bad = {
-        "forged": token(ann, "someone-elses-key"),
-        "tampered": token(ann)[:-2] + ("xx" if not token(ann).endswith("xx") else "yy"),
+        "forged": token(store, ann, "someone-elses-key"),
+        "tampered": token(store, ann)[:-2]
+        + ("xx" if not token(store, ann).endswith("xx") else "yy"),
         "garbage": "%00%ff",
-        "confirm-token": confirm_token(SECRET, ann, "ann@example.com"),
+        "confirm-token": confirm_token(SECRET, ann, "ann@example.com", store.get(ann).link_key),
+        "id only (as before link keys)": subscriber_token(SECRET, ann, ""),
         "overlong": "a" * 3000,
     }[kind]
     before = snapshot(store)
@@ -128,7 +141,7 @@ def test_bad_unsubscribe_tokens_are_400_and_change_nothing(
 def test_a_non_utf8_one_click_body_is_400(client: FlaskClient, store: Store, ann: int) -> None:
     before = snapshot(store)
     resp = client.post(
-        f"/unsubscribe/{token(ann)}",
+        f"/unsubscribe/{token(store, ann)}",
         data=b"List-Unsubscribe=One-Click%FF",
         content_type="application/x-www-form-urlencoded",
     )
@@ -142,7 +155,7 @@ def test_get_shows_a_button_and_does_not_unsubscribe(
     client: FlaskClient, store: Store, ann: int
 ) -> None:
     before = snapshot(store)
-    resp = client.get(f"/unsubscribe/{token(ann)}")
+    resp = client.get(f"/unsubscribe/{token(store, ann)}")
     assert resp.status_code == 200
     html = resp.get_data(as_text=True)
     assert 'id="unsubscribe"' in html and 'name="List-Unsubscribe" value="One-Click"' in html
@@ -153,29 +166,35 @@ def test_get_shows_a_button_and_does_not_unsubscribe(
 
 
 def test_the_page_button_unsubscribes(client: FlaskClient, store: Store, ann: int) -> None:
-    html = client.get(f"/unsubscribe/{token(ann)}").get_data(as_text=True)
+    html = client.get(f"/unsubscribe/{token(store, ann)}").get_data(as_text=True)
     action = re.search(r'<form method="post" action="http://127.0.0.1:8000([^"]+)"', html).group(1)
     resp = client.post(action, data=ONE_CLICK)
     assert resp.status_code == 200 and "You are unsubscribed" in resp.get_data(as_text=True)
     assert store.get(ann).status == "unsubscribed"
 
 
-def test_unsubscribe_page_for_an_unknown_subscriber_is_404(client: FlaskClient) -> None:
-    assert client.get(f"/unsubscribe/{token(999)}").status_code == 404
+def test_unsubscribe_page_for_an_unknown_subscriber_is_410(
+    client: FlaskClient, store: Store
+) -> None:
+    resp = client.get(f"/unsubscribe/{token(store, 999)}")
+    assert resp.status_code == 410
+    assert "This link is no longer valid" in resp.get_data(as_text=True)
 
 
 # ---- preferences -----------------------------------------------------------------------
 
 
-def test_preferences_page_shows_current_choices(client: FlaskClient, ann: int) -> None:
-    html = client.get(f"/preferences/{token(ann)}").get_data(as_text=True)
+def test_preferences_page_shows_current_choices(
+    client: FlaskClient, store: Store, ann: int
+) -> None:
+    html = client.get(f"/preferences/{token(store, ann)}").get_data(as_text=True)
     assert html.count("checked") == 2 and 'value="Ann"' in html and 'name="csrf"' in html
 
 
 def test_preferences_change_topics_and_name(client: FlaskClient, store: Store, ann: int) -> None:
-    page = client.get(f"/preferences/{token(ann)}").get_data(as_text=True)
+    page = client.get(f"/preferences/{token(store, ann)}").get_data(as_text=True)
     resp = client.post(
-        f"/preferences/{token(ann)}",
+        f"/preferences/{token(store, ann)}",
         data={"csrf": csrf_of(page), "topics": ["offers"], "name": "Ann Lee"},
     )
     assert resp.status_code == 200 and 'id="saved"' in resp.get_data(as_text=True)
@@ -186,10 +205,10 @@ def test_preferences_change_topics_and_name(client: FlaskClient, store: Store, a
 def test_unchecking_everything_unsubscribes_and_checking_again_resubscribes(
     client: FlaskClient, store: Store, ann: int
 ) -> None:
-    csrf = csrf_of(client.get(f"/preferences/{token(ann)}").get_data(as_text=True))
-    client.post(f"/preferences/{token(ann)}", data={"csrf": csrf})
+    csrf = csrf_of(client.get(f"/preferences/{token(store, ann)}").get_data(as_text=True))
+    client.post(f"/preferences/{token(store, ann)}", data={"csrf": csrf})
     assert store.get(ann).status == "unsubscribed"
-    client.post(f"/preferences/{token(ann)}", data={"csrf": csrf, "topics": ["updates"]})
+    client.post(f"/preferences/{token(store, ann)}", data={"csrf": csrf, "topics": ["updates"]})
     sub = store.get(ann)
     assert sub.status == "active" and sub.topics == ("updates",)
 
@@ -212,10 +231,10 @@ PREF_BAD = {
 def test_bad_preference_changes_are_400_and_change_nothing(
     client: FlaskClient, store: Store, ann: int, fields: dict[str, object]
 ) -> None:
-    csrf = csrf_of(client.get(f"/preferences/{token(ann)}").get_data(as_text=True))
+    csrf = csrf_of(client.get(f"/preferences/{token(store, ann)}").get_data(as_text=True))
     data = {k: (csrf if v is VALID_CSRF else v) for k, v in fields.items()}
     before = snapshot(store)
-    resp = client.post(f"/preferences/{token(ann)}", data=data)
+    resp = client.post(f"/preferences/{token(store, ann)}", data=data)
     assert resp.status_code == 400
     assert "Traceback" not in resp.get_data(as_text=True)
     assert snapshot(store) == before
@@ -225,11 +244,15 @@ def test_a_csrf_token_only_works_for_its_own_subscriber(
     client: FlaskClient, store: Store, ann: int
 ) -> None:
     bo = store.signup("bo@example.com", "", ["updates"], Consent("signup", "t")).subscriber_id
-    csrf_bo = csrf_of(client.get(f"/preferences/{token(bo)}").get_data(as_text=True))
+    csrf_bo = csrf_of(client.get(f"/preferences/{token(store, bo)}").get_data(as_text=True))
     before = snapshot(store)
-    resp = client.post(f"/preferences/{token(ann)}", data={"csrf": csrf_bo, "topics": "offers"})
+    resp = client.post(
+        f"/preferences/{token(store, ann)}", data={"csrf": csrf_bo, "topics": "offers"}
+    )
     assert resp.status_code == 400 and snapshot(store) == before
 
 
-def test_preferences_for_an_unknown_subscriber_is_404(client: FlaskClient) -> None:
-    assert client.get(f"/preferences/{token(999)}").status_code == 404
+def test_preferences_for_an_unknown_subscriber_is_410(client: FlaskClient, store: Store) -> None:
+    resp = client.get(f"/preferences/{token(store, 999)}", headers={"Accept": "application/json"})
+    assert resp.status_code == 410
+    assert resp.json["error"]["message"] == "this link is no longer valid"

@@ -142,7 +142,7 @@ def sent_campaign(
     assert claimed is not None
     pid = dict(zip(emails, provider_ids, strict=True))
     by_id = {ids[e]: e for e in emails}
-    outcomes = [Outcome(sid, "sent", pid[by_id[sid]]) for sid, _, _ in claimed.rows]
+    outcomes = [Outcome(sid, "sent", pid[by_id[sid]]) for sid, *_ in claimed.rows]
     ledger.record(campaign.id, claimed.claim, outcomes)
     message_ids = MessageIds(settings.secret_key(), settings.site_domain)
     return {e: Sent(e, ids[e], message_ids.make(SLUG, TOPIC, ids[e]), pid[e]) for e in emails}

@@ -273,3 +273,71 @@ def test_the_same_event_with_a_fresh_signature_counts_once(hook: Hook, sent: dic
     after = snapshot(hook.store)
     assert after["delivery_events"] == before["delivery_events"]
     assert len(after["webhook_tokens"]) == 2
+
+
+# ---- the HMAC check, on the parser itself (the second, independent guard) ------------------
+
+
+class TestSignature:
+    """``hex(HMAC-SHA256(signing key, timestamp + token))``, as Mailgun's "Securing
+    Webhooks" documents it, computed here from scratch: only that exact signature over
+    that exact timestamp and token is accepted."""
+
+    KEY = "key-0123456789abcdef-signing"
+    NOW = 1_770_920_772
+
+    def parser(self) -> object:
+        from pipeline.providers.mailgun_events import MailgunWebhook
+
+        return MailgunWebhook(signing_key=self.KEY, window=300)
+
+    def request(self, signature: dict[str, str]) -> object:
+        import json
+
+        from pipeline.providers.webhook_events import WebhookRequest
+
+        body = {"signature": signature, "event-data": {"event": "delivered", "id": "e1"}}
+        return WebhookRequest(
+            body=json.dumps(body).encode(),
+            headers={"content-type": "application/json"},
+            received_at=float(self.NOW),
+        )
+
+    def signed(self, timestamp: str, token: str, key: str | None = None) -> dict[str, str]:
+        import hashlib
+        import hmac
+
+        digest = hmac.new(
+            (key or self.KEY).encode(), (timestamp + token).encode(), hashlib.sha256
+        ).hexdigest()
+        return {"timestamp": timestamp, "token": token, "signature": digest}
+
+    def test_the_documented_signature_verifies(self) -> None:
+        token = "e0b5477167110d68991efc6b9f89f0a11066af27834600e123"
+        parsed = self.parser().parse(self.request(self.signed(str(self.NOW), token)))
+        assert parsed.replay_token == token and parsed.events[0].type == "delivered"
+
+    @pytest.mark.parametrize(
+        "change",
+        ["other token", "other timestamp", "token+timestamp order", "api key", "truncated", "none"],
+    )
+    def test_anything_else_is_401(self, change: str) -> None:
+        from pipeline.providers.webhook_events import Unauthenticated
+
+        stamp, token = str(self.NOW), "e0b5477167110d68991efc6b9f89f0a11066af27834600e123"
+        block = self.signed(stamp, token)
+        if change == "other token":
+            block["token"] = token[:-1] + "4"
+        elif change == "other timestamp":
+            block["timestamp"] = str(self.NOW + 1)
+        elif change == "token+timestamp order":
+            block["signature"] = self.signed(token, stamp)["signature"]
+        elif change == "api key":
+            block = self.signed(stamp, token, key="key-the-private-api-key")
+        elif change == "truncated":
+            block["signature"] = block["signature"][:-1]
+        else:
+            block["signature"] = ""
+        with pytest.raises(Unauthenticated) as caught:
+            self.parser().parse(self.request(block))
+        assert caught.value.status == 401

@@ -76,6 +76,13 @@ class Provider(ABC):
     # may still be in flight (the timeout) and the provider's search lags behind.
     timeout: float = 0.0
     lookup_lag: float = 0.0
+    # How many batches one sending process may keep in flight with this provider, and
+    # how many requests a second it documents (0: no limit it documents).
+    max_in_flight: ClassVar[int] = 8
+    requests_per_second: float = 0.0
+    # Incremented each time the provider pushed back (429/503 retried, a lost answer):
+    # the send window shrinks on it.
+    congestion: int = 0
 
     @classmethod
     @abstractmethod
@@ -93,6 +100,10 @@ class Provider(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+    def max_send_rate(self) -> float | None:
+        """Messages a second the account may send, when the provider says (SES)."""
+        return None
 
     @property
     def can_lookup(self) -> bool:

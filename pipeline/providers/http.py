@@ -127,6 +127,8 @@ class HttpProvider(Provider):
     default_base_url: ClassVar[str] = ""
     # Seconds the provider's message search lags behind an accepted request.
     default_lookup_lag: ClassVar[float] = 30.0
+    # Requests a second the provider documents as its limit (0: none documented).
+    default_requests_per_second: ClassVar[float] = 0.0
     # Said on 401/403: which credential to check.
     auth_hint: ClassVar[str] = ""
 
@@ -138,10 +140,12 @@ class HttpProvider(Provider):
         retry: RetryPolicy,
         secrets: Sequence[str] = (),
         lookup_lag: float = 0.0,
+        requests_per_second: float = 0.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = float(timeout)
         self.lookup_lag = float(lookup_lag)
+        self.requests_per_second = float(requests_per_second or self.default_requests_per_second)
         self.retry = retry
         self._secrets = tuple(s for s in secrets if s)
         self._session: requests.Session | None = None
@@ -158,6 +162,7 @@ class HttpProvider(Provider):
             "timeout": options.get("timeout", 15.0),
             "retry": retry_policy(settings, sleep),
             "lookup_lag": cls.default_lookup_lag if lag is None or lag < 0 else lag,
+            "requests_per_second": float(options.get("requests_per_second", 0) or 0),
         }
 
     @classmethod
@@ -218,6 +223,8 @@ class HttpProvider(Provider):
             except TryAgain as exc:
                 if isinstance(exc, AnswerLost):
                     lost.append(exc)
+                if isinstance(exc, AnswerLost) or exc.status in REFUSED_STATUSES:
+                    self.congestion += 1
                 raise
 
         try:

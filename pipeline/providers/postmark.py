@@ -125,6 +125,8 @@ class PostmarkProvider(HttpProvider):
         if not messages:
             return []
         body = encode_json([self.payload(m) for m in messages])
+        for m in messages:  # the body has them now: one copy in flight, not two
+            m.drop_bodies()
         response = self.post("/email/batch", body=body, headers=JSON_HEADERS)
         return self.parse(response, messages)
 

@@ -65,6 +65,8 @@ class ResendProvider(BearerProvider):
     max_batch = 100
     idempotent = True
     default_base_url = "https://api.resend.com"
+    default_requests_per_second = 2.0  # Resend's documented default rate limit per team
+    max_in_flight = 2
     auth_hint = ACCOUNT_ERRORS["invalid_api_key"]
 
     secret_name = SECRET
@@ -81,6 +83,8 @@ class ResendProvider(BearerProvider):
             "x-batch-validation": "permissive",
         }
         body = encode_json([self.payload(m) for m in messages])
+        for m in messages:  # the body has them now: one copy in flight, not two
+            m.drop_bodies()
         response = self.post(PATH, body=body, headers=headers)
         return self.parse(response, messages)
 

@@ -22,7 +22,7 @@ from typing import Any
 import requests
 from requests_aws4auth import AWS4Auth
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, ProviderError
 from pipeline.message import Message, ascii_domain, json_bodies
 from pipeline.providers.base import SendResult, Status, send_in_parts
 from pipeline.providers.http import JSON_HEADERS, HttpProvider, encode_json
@@ -119,6 +119,23 @@ class SesProvider(HttpProvider):
         return f"<SesProvider {self.region} {self.base_url}>"
 
     # -- request ---------------------------------------------------------------------
+
+    max_in_flight = 16  # one call per message: more calls in flight to keep up
+
+    def max_send_rate(self) -> float | None:
+        """``SendQuota.MaxSendRate`` from GetAccount (``GET /v2/email/account``): the
+        messages a second this account may send (1 in the sandbox). None when unknown."""
+        try:
+            response = self.ask("GET", "/v2/email/account")
+        except ProviderError:
+            return None
+        if response.status_code != 200:
+            return None
+        try:
+            rate = float(self.json(response).get("SendQuota", {}).get("MaxSendRate", 0))
+        except (ProviderError, AttributeError, TypeError, ValueError):
+            return None
+        return rate if rate > 0 else None
 
     def send_batch(self, messages: Sequence[Message]) -> list[SendResult]:
         self.check_batch(messages)

@@ -34,12 +34,13 @@ class Reader:
     status: str = ""
     topics: tuple[str, ...] = ()
     suppressed: str = ""  # why the address is suppressed, if it is
+    link_key: str = ""  # a real subscriber's, so the preview's links are theirs
 
     def recipient(self, secret_key: str) -> Recipient:
         from subscribers.tokens import subscriber_token
 
         sid = self.subscriber_id
-        token = subscriber_token(secret_key, sid or 0)
+        token = subscriber_token(secret_key, sid or 0, self.link_key)
         return Recipient(sid if sid is not None else "preview", self.email, self.name, token)
 
     def would_receive(self, topic: str) -> tuple[bool, str]:
@@ -107,6 +108,7 @@ class StoreReader:
             email=subscriber.email,
             name=subscriber.name,
             subscriber_id=subscriber.id,
+            link_key=subscriber.link_key,
             status=subscriber.status,
             topics=subscriber.topics,
             suppressed=store.suppression_reason(subscriber.email) or "",
