@@ -294,9 +294,10 @@ class Store:
         with self._write() as conn:
             digest = email_hash(email)
             if conn.dialect.name == "postgresql":
-                fresh = _new_address(conn, email, name, digest, now)
+                fresh = _new_address(
+                    conn, _new_row(email, digest, name, "pending", now), topics, consent
+                )
                 if fresh is not None:
-                    _attach_signup(conn, fresh, topics, consent, now)
                     return SignupOutcome(fresh, "new", True)
             row = _lock_by_hash(conn, digest)
             if _suppression_reason(conn, digest):
@@ -786,6 +787,40 @@ _SUPPRESSION = sa.select(s.suppressions.c.reason).where(
     s.suppressions.c.email_hash == sa.bindparam("digest")
 )
 _INSERT_SUBSCRIBER = s.subscribers.insert()
+# PostgreSQL: a signup of a new address as one statement (data-modifying CTEs that
+# share the new row's id). ``new`` is empty when the address is present (ON CONFLICT)
+# or suppressed, and then so is everything else.
+_SIGNUP_NEW_ADDRESS = sa.text("""
+WITH new AS (
+    INSERT INTO subscribers (email, email_hash, name, status, created_at, updated_at, link_key)
+    SELECT CAST(:email AS VARCHAR), CAST(:email_hash AS VARCHAR), CAST(:name AS VARCHAR),
+        CAST(:status AS VARCHAR), :created_at, :updated_at, CAST(:link_key AS VARCHAR)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM suppressions WHERE email_hash = CAST(:email_hash AS VARCHAR)
+    )
+    ON CONFLICT (email_hash) DO NOTHING
+    RETURNING id
+), topics AS (
+    INSERT INTO subscriber_topics (subscriber_id, topic)
+    SELECT new.id, topic FROM new, unnest(CAST(:topics AS VARCHAR[])) AS topic
+), consent AS (
+    INSERT INTO consents (subscriber_id, kind, source, topics, ip, user_agent, wording,
+        created_at)
+    SELECT id, CAST(:kind AS VARCHAR), CAST(:source AS VARCHAR),
+        CAST(:topic_list AS VARCHAR), CAST(:ip AS VARCHAR), CAST(:user_agent AS VARCHAR),
+        CAST(:wording AS TEXT), :created_at
+    FROM new
+), event AS (
+    INSERT INTO events (subscriber_id, kind, detail, created_at)
+    SELECT id, 'confirmation_queued', CAST(:detail AS TEXT), :created_at FROM new
+)
+INSERT INTO confirmation_queue (subscriber_id, due_at, attempts)
+SELECT id, :created_at, 0 FROM new
+RETURNING subscriber_id
+""").bindparams(
+    sa.bindparam("created_at", type_=s.UTCDateTime),
+    sa.bindparam("updated_at", type_=s.UTCDateTime),
+)
 _INSERT_UNLESS_PRESENT = (
     postgresql.insert(s.subscribers)
     .on_conflict_do_nothing(index_elements=["email_hash"])
@@ -948,15 +983,22 @@ def _enqueue_confirmation(
 
 
 def _new_address(
-    conn: Connection, email: str, name: str, digest: str, now: dt.datetime
+    conn: Connection, row: dict[str, Any], topics: Sequence[str], consent: Consent
 ) -> int | None:
-    """PostgreSQL, the common case first: insert an address neither present nor
-    suppressed and return its id (our insert holds its lock); None otherwise, for the
-    full path. Two statements where the full path takes four."""
-    if _suppression_reason(conn, digest):
-        return None
-    values = _new_row(email, digest, name, "pending", now)
-    return conn.execute(_INSERT_UNLESS_PRESENT, values).scalar_one_or_none()
+    """PostgreSQL, the common case in one statement: an address neither present nor
+    suppressed is stored pending with its topics, consent, event and queued confirmation;
+    returns its id (the insert holds the row's lock). None: present or suppressed, for
+    the full path. One round trip where the full path takes eight."""
+    agreed = _consent_values(0, consent, topics, row["created_at"])
+    del agreed["subscriber_id"]
+    values = {
+        **agreed,
+        **row,  # the same created_at
+        "topic_list": agreed["topics"],
+        "topics": list(topics),
+        "detail": consent.source[:1000],
+    }
+    return conn.execute(_SIGNUP_NEW_ADDRESS, values).scalar_one_or_none()
 
 
 def _new_row(email: str, digest: str, name: str, status: str, now: dt.datetime) -> dict[str, Any]:
@@ -969,29 +1011,6 @@ def _new_row(email: str, digest: str, name: str, status: str, now: dt.datetime) 
         "updated_at": now,
         "link_key": new_link_key(),
     }
-
-
-def _attach_signup(
-    conn: Connection, sid: int, topics: Sequence[str], consent: Consent, now: dt.datetime
-) -> None:
-    """PostgreSQL: a new signup's topics, consent, event and queued confirmation in one
-    statement (data-modifying CTEs), one round trip instead of four."""
-    parts = [
-        s.consents.insert().values(_consent_values(sid, consent, topics, now)).cte("consent"),
-        s.events.insert()
-        .values(
-            subscriber_id=sid,
-            kind="confirmation_queued",
-            detail=consent.source[:1000],
-            created_at=now,
-        )
-        .cte("event"),
-    ]
-    if topics:
-        rows = [{"subscriber_id": sid, "topic": topic} for topic in topics]
-        parts.append(s.subscriber_topics.insert().values(rows).cte("topics"))
-    queue = _QUEUE_INSERT.values(subscriber_id=sid, due_at=now, attempts=0)
-    conn.execute(queue.add_cte(*parts))
 
 
 def _insert_subscriber(
