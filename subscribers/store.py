@@ -291,14 +291,14 @@ class Store:
         email, name = normalise_email(email), clean_name(name)
         topics = self._check_topics(topics)
         now = self._now()
+        digest = email_hash(email)
+        if self.dialect == "postgresql":
+            fresh = self._new_address(
+                _new_row(email, digest, name, "pending", now), topics, consent
+            )
+            if fresh is not None:
+                return SignupOutcome(fresh, "new", True)
         with self._write() as conn:
-            digest = email_hash(email)
-            if conn.dialect.name == "postgresql":
-                fresh = _new_address(
-                    conn, _new_row(email, digest, name, "pending", now), topics, consent
-                )
-                if fresh is not None:
-                    return SignupOutcome(fresh, "new", True)
             row = _lock_by_hash(conn, digest)
             if _suppression_reason(conn, digest):
                 _event(conn, row.id if row else None, "signup_suppressed", now, consent.source)
@@ -309,6 +309,15 @@ class Store:
                     return self._new_signup(conn, sid, topics, consent, now)
                 row = _lock_by_id(conn, sid)
             return self._known_signup(conn, row, name, topics, consent, now)
+
+    def _new_address(
+        self, row: dict[str, Any], topics: Sequence[str], consent: Consent
+    ) -> int | None:
+        """PostgreSQL, the common case: one statement, atomic on its own, so it runs
+        without BEGIN and COMMIT round trips (see :func:`_insert_new_address`)."""
+        with self._errors(), self.engine.connect() as conn:
+            auto = conn.execution_options(isolation_level="AUTOCOMMIT")
+            return _insert_new_address(auto, row, topics, consent)
 
     def _new_signup(
         self, conn: Connection, sid: int, topics: Sequence[str], consent: Consent, now: dt.datetime
@@ -982,7 +991,7 @@ def _enqueue_confirmation(
     conn.execute(_QUEUE_INSERT, values)
 
 
-def _new_address(
+def _insert_new_address(
     conn: Connection, row: dict[str, Any], topics: Sequence[str], consent: Consent
 ) -> int | None:
     """PostgreSQL, the common case in one statement: an address neither present nor
