@@ -354,7 +354,7 @@ def _confirm(job: Job, recipients: int, note: str, yes: bool) -> None:
     click.confirm(f"Send to {recipients} recipient(s)?", abort=True)
 
 
-MESSAGES_IN_FLIGHT = 4000  # messages one process holds in flight (memory)
+MESSAGES_IN_FLIGHT = 4000  # messages one process holds in flight (~28 KB each as JSON)
 
 
 def lanes(settings: Settings, batch_size: int) -> int:
