@@ -56,7 +56,7 @@ class Automation:
     ) -> tuple[dt.datetime, dict[str, dt.datetime]]:
         """Record a sequence and its steps the first time they are seen; returns when the
         sequence started and when each step was first seen."""
-        with self.store._write() as conn:
+        with self.store.write() as conn:
             _insert_missing(conn, seq, [{"name": name, "started_at": now}])
             _insert_missing(
                 conn,
@@ -70,12 +70,12 @@ class Automation:
             return started.scalar_one(), {step: when for step, when in seen}
 
     def step_seen(self, name: str, step: str) -> bool:
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             query = sa.select(steps.c.step).where(steps.c.sequence == name, steps.c.step == step)
             return conn.execute(query).first() is not None
 
     def started(self, name: str) -> dt.datetime | None:
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             query = sa.select(seq.c.started_at).where(seq.c.name == name)
             return conn.execute(query).scalar_one_or_none()
 
@@ -87,7 +87,7 @@ class Automation:
             eligible_clause(topic), ~already
         )
         self.store.refresh_statistics()
-        with self.store._write() as conn:
+        with self.store.write() as conn:
             if conn.execute(sa.select(seq.c.name).where(seq.c.name == name)).first() is None:
                 raise NotFound(f"sequence {name!r} has not started", hint="run: newsletter due")
             cols = ["sequence", "subscriber_id", "enrolled_at"]
@@ -110,7 +110,7 @@ class Automation:
         cols = ["campaign_id", "subscriber_id", "status", "added_at", "attempts", "provider_id"]
         cols.append("reason")
         self.store.refresh_statistics()
-        with self.store._write() as conn:
+        with self.store.write() as conn:
             # RETURNING, not rowcount: PostgreSQL reports -1 for ON CONFLICT DO NOTHING here.
             insert = _insert_select(conn, d, cols, select).returning(d.c.subscriber_id)
             return len(conn.execute(insert).all())
@@ -126,7 +126,7 @@ class Automation:
     ) -> int:
         """How many readers :meth:`add_due` would add now (``--dry-run``)."""
         select = self._due_select(campaign_id, sequence, topic, delay, first_seen, now)
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             return conn.execute(
                 sa.select(sa.func.count()).select_from(select.subquery())
             ).scalar_one()
@@ -178,14 +178,14 @@ class Automation:
                 sa.or_(sub.c.confirmed_at >= started, on_purpose),
             )
         )
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             return conn.execute(query).scalar_one()
 
     # ---- schedules ------------------------------------------------------------------
 
     def schedule(self, slug: str, topic: str, at: dt.datetime, now: dt.datetime) -> Schedule:
         """Schedule (or move) a campaign; refused once it has started sending."""
-        with self.store._write() as conn:
+        with self.store.write() as conn:
             row = conn.execute(
                 sa.select(sch).where(sch.c.slug == slug, sch.c.topic == topic)
             ).first()
@@ -209,7 +209,7 @@ class Automation:
         where = [sch.c.slug == slug, sch.c.state == "scheduled"]
         if topic:
             where.append(sch.c.topic == topic)
-        with self.store._write() as conn:
+        with self.store.write() as conn:
             result = conn.execute(
                 sa.update(sch).where(*where).values(state="cancelled", updated_at=now)
             )
@@ -217,7 +217,7 @@ class Automation:
 
     def schedules(self, states: Sequence[str] = ("scheduled", "sending")) -> list[Schedule]:
         query = sa.select(sch).where(sch.c.state.in_(states)).order_by(sch.c.send_at, sch.c.id)
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             return [_schedule(r) for r in conn.execute(query)]
 
     def due_schedules(self, now: dt.datetime) -> list[Schedule]:
@@ -227,11 +227,11 @@ class Automation:
             .where(sch.c.state.in_(("scheduled", "sending")), sch.c.send_at <= now)
             .order_by(sch.c.send_at, sch.c.id)
         )
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             return [_schedule(r) for r in conn.execute(query)]
 
     def set_state(self, schedule_id: int, state: str, now: dt.datetime) -> None:
-        with self.store._write() as conn:
+        with self.store.write() as conn:
             conn.execute(
                 sa.update(sch).where(sch.c.id == schedule_id).values(state=state, updated_at=now)
             )

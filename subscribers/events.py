@@ -64,7 +64,7 @@ class EventLog:
                 d.c.campaign_id == c.c.id, d.c.subscriber_id == subscriber_id
             )
             query = query.where(mailed)
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             return conn.execute(query.limit(1)).scalar()
 
     def by_provider_id(self, provider_id: str, email: str) -> Target | None:
@@ -76,7 +76,7 @@ class EventLog:
             .where(d.c.provider_id == provider_id[:200])
             .limit(PAGE)
         )
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             rows = conn.execute(query).all()
         if email:
             rows = [r for r in rows if r.email_hash == _hash_of(email)]
@@ -90,7 +90,7 @@ class EventLog:
         query = sa.select(e.c.id).where(
             e.c.provider == provider, e.c.provider_event_id == event_id[:200]
         )
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             return conn.execute(query).first() is not None
 
     def record(self, event: Event, target: Target) -> bool:
@@ -105,7 +105,7 @@ class EventLog:
             "email_hash": _hash_of(target.email) if target.email else "",
             "detail": event.detail[:1000],
             "occurred_at": event.occurred_at,
-            "created_at": self.store._now(),
+            "created_at": self.store.now(),
         }
         try:
             return self._insert(values)
@@ -113,7 +113,7 @@ class EventLog:
             return self._insert({**values, "subscriber_id": None, "campaign_id": None})
 
     def _insert(self, values: dict[str, Any]) -> bool:
-        with self.store._write() as conn:
+        with self.store.write() as conn:
             stmt = _insert_ignore(conn, e, ["provider", "provider_event_id"]).values(**values)
             return conn.execute(stmt.returning(e.c.id)).first() is not None
 
@@ -131,7 +131,7 @@ class EventLog:
             .where(e.c.email_hash == digest, e.c.type == "bounced", e.c.bounce == "soft")
             .where(e.c.id > last_ok)
         )
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             return conn.execute(query).scalar_one()
 
     # ---- webhook tokens (replay protection) --------------------------------------------
@@ -139,8 +139,8 @@ class EventLog:
     def claim_token(self, provider: str, token: str, keep: dt.timedelta) -> bool:
         """Remember a signature token; False when it was used before (a replay)."""
         t = s.webhook_tokens
-        now = self.store._now()
-        with self.store._write() as conn:
+        now = self.store.now()
+        with self.store.write() as conn:
             conn.execute(sa.delete(t).where(t.c.seen_at < now - keep))
             stmt = _insert_ignore(conn, t, ["provider", "token"]).values(
                 provider=provider, token=token[:200], seen_at=now
@@ -150,7 +150,7 @@ class EventLog:
     def release_token(self, provider: str, token: str) -> None:
         """Forget a token whose request failed, so the provider's retry is accepted."""
         t = s.webhook_tokens
-        with self.store._write() as conn:
+        with self.store.write() as conn:
             conn.execute(sa.delete(t).where(t.c.provider == provider, t.c.token == token[:200]))
 
     # ---- reports -------------------------------------------------------------------
@@ -163,7 +163,7 @@ class EventLog:
             .group_by(e.c.type, e.c.bounce)
         )
         found = dict.fromkeys(REPORTED, 0)
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             for kind, bounce, n in conn.execute(query):
                 found[kind] += n
                 if kind == "bounced" and bounce:
@@ -196,7 +196,7 @@ class EventLog:
             .scalar_subquery()
             .label("reported"),
         )
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             return dict(conn.execute(query).one()._mapping)
 
     def outcomes(self, campaign_id: int) -> Iterator[dict[str, Any]]:
@@ -220,7 +220,7 @@ class EventLog:
             .order_by(d.c.subscriber_id)
             .limit(PAGE)
         )
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             return conn.execute(query).all()
 
     def _events_of(self, campaign_id: int, ids: list[int]) -> dict[int, list[Any]]:
@@ -230,7 +230,7 @@ class EventLog:
             .order_by(e.c.id)
         )
         found: dict[int, list[Any]] = {}
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             for row in conn.execute(query):
                 found.setdefault(row.subscriber_id, []).append(row)
         return found

@@ -123,12 +123,12 @@ class Ledger:
     # ---- campaigns ------------------------------------------------------------------
 
     def campaign(self, slug: str, topic: str) -> Campaign | None:
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             row = conn.execute(sa.select(c).where(c.c.slug == slug, c.c.topic == topic)).first()
         return _campaign(row) if row else None
 
     def campaigns(self) -> list[tuple[Campaign, dict[str, int]]]:
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             rows = conn.execute(sa.select(c).order_by(c.c.created_at, c.c.id)).all()
             counts = _counts(conn, None)
         return [(_campaign(r), counts.get(r.id, {})) for r in rows]
@@ -144,7 +144,7 @@ class Ledger:
             .group_by(c.c.id, c.c.slug, c.c.topic)
             .order_by(first, c.c.id)
         )
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             return [SentCampaign(r.slug, r.topic, r.first, r.n) for r in conn.execute(query)]
 
     def open_campaign(
@@ -162,7 +162,7 @@ class Ledger:
         existing = self.campaign(slug, topic)
         if existing:
             return existing, False
-        now = self.store._now()
+        now = self.store.now()
         values = dict(
             slug=slug,
             topic=topic,
@@ -175,7 +175,7 @@ class Ledger:
         if snapshot:
             self.store.refresh_statistics()
         try:
-            with self.store._write() as conn:
+            with self.store.write() as conn:
                 cid = conn.execute(sa.insert(c).values(**values).returning(c.c.id)).scalar_one()
                 queued = _snapshot(conn, cid, topic, now, new=True) if snapshot else 0
         except sa.exc.IntegrityError:  # another worker created it first
@@ -192,14 +192,14 @@ class Ledger:
         """How many subscribers a new campaign for ``topic`` would snapshot now."""
         query = sa.select(sa.func.count()).select_from(s.subscribers).where(eligible_clause(topic))
         self.store.refresh_statistics()
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             return conn.execute(query).scalar_one()
 
     def snapshot(self, campaign: Campaign) -> int:
         """Add subscribers who became eligible since; returns how many were added."""
         self.store.refresh_statistics((*AUDIENCE_TABLES, "deliveries"))
-        with self.store._write() as conn:
-            added = _snapshot(conn, campaign.id, campaign.topic, self.store._now(), new=False)
+        with self.store.write() as conn:
+            added = _snapshot(conn, campaign.id, campaign.topic, self.store.now(), new=False)
         self.store.refresh_statistics(("deliveries",), {"deliveries": added})
         return added
 
@@ -211,7 +211,7 @@ class Ledger:
         A ``main`` run (a plain ``send``) is refused while another live main run sends
         the same campaign: two would only race each other. Workers and helpers join.
         """
-        now = self.store._now()
+        now = self.store.now()
         values = dict(
             id=uuid.uuid4().hex,
             campaign_id=campaign_id,
@@ -224,7 +224,7 @@ class Ledger:
             heartbeat_at=now,
             finished_at=None,
         )
-        with self.store._write() as conn:
+        with self.store.write() as conn:
             if role == "main":
                 # PostgreSQL: serialise starters on the campaign row (SQLite holds the
                 # database write lock already).
@@ -236,14 +236,14 @@ class Ledger:
         return Run(**values)  # type: ignore[arg-type]
 
     def heartbeat(self, run_id: str) -> None:
-        with self.store._write() as conn:
+        with self.store.write() as conn:
             conn.execute(
-                sa.update(r).where(r.c.id == run_id).values(heartbeat_at=self.store._now())
+                sa.update(r).where(r.c.id == run_id).values(heartbeat_at=self.store.now())
             )
 
     def finish_run(self, run_id: str) -> None:
-        now = self.store._now()
-        with self.store._write() as conn:
+        now = self.store.now()
+        with self.store.write() as conn:
             conn.execute(
                 sa.update(r).where(r.c.id == run_id).values(heartbeat_at=now, finished_at=now)
             )
@@ -261,14 +261,14 @@ class Ledger:
             .where(r.c.campaign_id == campaign_id)
             .order_by(r.c.started_at, r.c.id)
         )
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             return [(_run(row), row.sent) for row in conn.execute(query)]
 
     def live_holders(self, campaign_id: int, *, exclude: str = "") -> int:
         """Rows held (in flight or unknown) by runs that are still alive, other than
         ``exclude``: a resume waits for them rather than taking them."""
-        now = self.store._now()
-        with self.store._read() as conn:
+        now = self.store.now()
+        with self.store.read() as conn:
             live = {x.id for x in _live_runs(conn, campaign_id, now)} - {exclude}
             if not live:
                 return 0
@@ -291,8 +291,8 @@ class Ledger:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        now = self.store._now()
-        with self.store._write() as conn:
+        now = self.store.now()
+        with self.store.write() as conn:
             # Two statements, not UPDATE ... IN (SELECT ... LIMIT ... SKIP LOCKED): PostgreSQL
             # may run such a subquery more than once, and claim far more than ``limit``.
             ids = conn.execute(pick).scalars().all()
@@ -318,7 +318,7 @@ class Ledger:
         query = sa.select(sa.func.count()).where(
             d.c.campaign_id == campaign_id, _status_is("pending")
         )
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             return conn.execute(query).scalar_one()
 
     def recover(
@@ -326,8 +326,8 @@ class Ledger:
     ) -> list[Claimed]:
         """Batches held by dead runs (in flight or unknown), taken over whole by
         ``holder``. They may have been sent: every row taken over is ``unknown``."""
-        now = self.store._now()
-        with self.store._write() as conn:
+        now = self.store.now()
+        with self.store.write() as conn:
             held = conn.execute(
                 sa.select(d.c.claim, d.c.holder, sa.func.min(d.c.claimed_at))
                 .where(d.c.campaign_id == campaign_id, _status_is(*HELD))
@@ -360,8 +360,8 @@ class Ledger:
         are left alone."""
         if not outcomes:
             return
-        with self.store._write() as conn:
-            sent_at = _driver_time(conn, self.store._now())
+        with self.store.write() as conn:
+            sent_at = _driver_time(conn, self.store.now())
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(
                     RECORD_PG, _record_arrays(campaign_id, claim, outcomes, sent_at)
@@ -387,7 +387,7 @@ class Ledger:
 
     def release(self, campaign_id: int, claim: str) -> None:
         """Give a batch back (the provider refused the whole request before sending)."""
-        with self.store._write() as conn:
+        with self.store.write() as conn:
             conn.execute(
                 sa.update(d)
                 .where(d.c.campaign_id == campaign_id, d.c.claim == claim, _status_is("inflight"))
@@ -396,7 +396,7 @@ class Ledger:
 
     def requeue_retries(self, campaign_id: int) -> int:
         """Recipients whose failure was temporary go back in the queue for this run."""
-        with self.store._write() as conn:
+        with self.store.write() as conn:
             result = conn.execute(
                 sa.update(d)
                 .where(d.c.campaign_id == campaign_id, d.c.status == "retry")
@@ -410,7 +410,7 @@ class Ledger:
     # ---- reports --------------------------------------------------------------------
 
     def counts(self, campaign_id: int) -> dict[str, int]:
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             return _counts(conn, campaign_id).get(campaign_id, {})
 
     def doubts(self, campaign_id: int) -> dict[str, int]:
@@ -421,7 +421,7 @@ class Ledger:
             .where(d.c.campaign_id == campaign_id, d.c.doubt != "")
             .group_by(d.c.doubt)
         )
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             found = {doubt: n for doubt, n in conn.execute(query)}
         unknown = self.in_doubt(campaign_id)
         return {**found, "unknown": unknown} if unknown else found
@@ -435,7 +435,7 @@ class Ledger:
             .order_by(d.c.status, d.c.subscriber_id)
             .limit(limit)
         )
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             return [(r.email, r.status, r.reason) for r in conn.execute(query)]
 
     def failure_reasons(self, campaign_id: int) -> Counter[str]:
@@ -444,7 +444,7 @@ class Ledger:
             .where(d.c.campaign_id == campaign_id, d.c.status.in_(("failed", "retry", "skipped")))
             .group_by(d.c.reason)
         )
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             return Counter({r[0] or "unknown": r[1] for r in conn.execute(query)})
 
 

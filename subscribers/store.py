@@ -148,7 +148,7 @@ class Store:
         # once) instead of in SQLite's busy handler, which sleeps 1, 2, 5, 10 ... ms
         # between tries; other processes still meet the busy timeout.
         self._write_lock = threading.RLock() if self.dialect == "sqlite" else nullcontext()
-        self._now = clock
+        self.now: Clock = clock  # the store's clock (tests pass their own)
         if auto_migrate:
             with self._errors():
                 s.migrate(self.engine)
@@ -183,12 +183,15 @@ class Store:
             ) from exc
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def write(self) -> Iterator[Connection]:
+        """A write transaction (SQLite: BEGIN IMMEDIATE; one writer thread at a time).
+        The store's modules (ledger, events, automation) write through it."""
         with self._errors(), self._write_lock, self._writer.begin() as conn:
             yield conn
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
+    def read(self) -> Iterator[Connection]:
+        """A connection for reading; database errors become DatabaseUnavailable."""
         with self._errors(), self.engine.connect() as conn:
             yield conn
 
@@ -203,20 +206,20 @@ class Store:
         a no-op on SQLite."""
         if self.dialect != "postgresql":
             return []
-        with self._write() as conn:
+        with self.write() as conn:
             return refresh_statistics(conn, tables, added)
 
     def ping(self) -> None:
         """Raise DatabaseUnavailable unless the database answers."""
-        with self._read() as conn:
+        with self.read() as conn:
             conn.execute(sa.select(1))
 
     def get(self, subscriber_id: int) -> Subscriber | None:
-        with self._read() as conn:
+        with self.read() as conn:
             return _load(conn, s.subscribers.c.id == subscriber_id)
 
     def find(self, email: str) -> Subscriber | None:
-        with self._read() as conn:
+        with self.read() as conn:
             return _load(conn, s.subscribers.c.email_hash == _hash_of(email))
 
     def iter_subscribers(
@@ -234,7 +237,7 @@ class Store:
     def _pages(self, where: Any, page_size: int) -> Iterator[list[Subscriber]]:
         after = 0
         while True:
-            with self._read() as conn:
+            with self.read() as conn:
                 page = _load_many(conn, sa.and_(where, s.subscribers.c.id > after), page_size)
             if not page:
                 return
@@ -242,11 +245,11 @@ class Store:
             after = page[-1].id
 
     def consents_for(self, subscriber_id: int) -> list[dict[str, Any]]:
-        with self._read() as conn:
+        with self.read() as conn:
             return _consents(conn, [subscriber_id]).get(subscriber_id, [])
 
     def events_for(self, subscriber_id: int) -> list[dict[str, Any]]:
-        with self._read() as conn:
+        with self.read() as conn:
             return _events(conn, [subscriber_id]).get(subscriber_id, [])
 
     def export_records(self, *, email: str | None = None) -> Iterator[dict[str, Any]]:
@@ -254,7 +257,7 @@ class Store:
         where = s.subscribers.c.email_hash == _hash_of(email) if email else sa.true()
         for page in self._pages(where, 500):
             ids = [sub.id for sub in page]
-            with self._read() as conn:
+            with self.read() as conn:
                 consent_map, event_map = _consents(conn, ids), _events(conn, ids)
                 suppressed = _suppressed_hashes(conn, [email_hash(x.email) for x in page])
             for sub in page:
@@ -264,17 +267,17 @@ class Store:
         query = sa.select(sa.func.count()).select_from(s.subscribers)
         if status:
             query = query.where(s.subscribers.c.status == _check_status(status))
-        with self._read() as conn:
+        with self.read() as conn:
             return conn.execute(query).scalar_one()
 
     def stats(self) -> Stats:
-        now = self._now()
-        with self._read() as conn:
+        now = self.now()
+        with self.read() as conn:
             return _stats(conn, self.topics, now)
 
     def suppression_reason(self, email: str) -> str | None:
         """Why an address is suppressed, or None when it is not."""
-        with self._read() as conn:
+        with self.read() as conn:
             return _suppression_reason(conn, _hash_of(email))
 
     # ---- signup, confirmation, unsubscribe, preferences ----------------------------
@@ -290,7 +293,7 @@ class Store:
         """
         email, name = normalise_email(email), clean_name(name)
         topics = self._check_topics(topics)
-        now = self._now()
+        now = self.now()
         digest = email_hash(email)
         if self.dialect == "postgresql":
             fresh = self._new_address(
@@ -298,7 +301,7 @@ class Store:
             )
             if fresh is not None:
                 return SignupOutcome(fresh, "new", True)
-        with self._write() as conn:
+        with self.write() as conn:
             row = _lock_by_hash(conn, digest)
             if _suppression_reason(conn, digest):
                 _event(conn, row.id if row else None, "signup_suppressed", now, consent.source)
@@ -365,8 +368,8 @@ class Store:
         that no longer matches, Conflict when the link is no longer valid (the reader
         left, or chose again, after it was sent) or the address is suppressed.
         """
-        now = self._now()
-        with self._write() as conn:
+        now = self.now()
+        with self.write() as conn:
             row = _lock_by_id(conn, subscriber_id)
             if row is None or email_key(row.email) != email_key(email):
                 raise NotFound("this confirmation link is not valid", hint="sign up again")
@@ -418,8 +421,8 @@ class Store:
 
     def unsubscribe(self, subscriber_id: int, *, source: str) -> Subscriber | None:
         """Stop all mail to this subscriber at once. Idempotent; None for an unknown id."""
-        now = self._now()
-        with self._write() as conn:
+        now = self.now()
+        with self.write() as conn:
             row = _lock_by_id(conn, subscriber_id)
             if row is None:
                 return None
@@ -442,8 +445,8 @@ class Store:
         after leaving resubscribes a confirmed, unsuppressed subscriber (explicitly, from
         their own link), recording the consent."""
         topics = self._check_topics(topics)
-        now = self._now()
-        with self._write() as conn:
+        now = self.now()
+        with self.write() as conn:
             row = _lock_by_id(conn, subscriber_id)
             if row is None:
                 raise NotFound("this link is not valid", hint="use the link from your latest email")
@@ -490,9 +493,9 @@ class Store:
         """Add a batch in one transaction. Existing and suppressed addresses are left as
         they are (an import never resubscribes anyone silently). ``dry_run`` does all the
         work and rolls it back."""
-        now = self._now()
+        now = self.now()
         try:
-            with self._write() as conn:
+            with self.write() as conn:
                 existing = _existing_hashes(conn, [email_hash(r.email) for r in rows])
                 suppressed = _suppressed_hashes(conn, [email_hash(r.email) for r in rows])
                 results, fresh = _classify(rows, existing, suppressed)
@@ -538,8 +541,8 @@ class Store:
         """Unsubscribe an address, or with ``erase`` delete everything held about it
         except a suppression hash. Returns whether the address was in the store."""
         digest = _hash_of(email)
-        now = self._now()
-        with self._write() as conn:
+        now = self.now()
+        with self.write() as conn:
             row = _lock_by_hash(conn, digest)
             if not erase:
                 if row is not None:
@@ -568,8 +571,8 @@ class Store:
         longer pending, or is suppressed, are dropped. ``ids`` limits the claim to those
         subscribers (the web app's inline mode).
         """
-        claim, now = str(uuid.uuid4()), self._now()
-        with self._write() as conn:
+        claim, now = str(uuid.uuid4()), self.now()
+        with self.write() as conn:
             rows = conn.execute(_due_confirmations(now, limit, ids)).all()
             gone = [r.subscriber_id for r in rows if _not_to_confirm(r)]
             keep = [r for r in rows if r.subscriber_id not in set(gone)]
@@ -584,7 +587,7 @@ class Store:
 
     def confirmation_for(self, subscriber_id: int) -> PendingConfirmation | None:
         """A confirmation email for a subscriber as stored (the CLI's add and import)."""
-        with self._read() as conn:
+        with self.read() as conn:
             sub = _load(conn, s.subscribers.c.id == subscriber_id)
         if sub is None:
             return None
@@ -594,8 +597,8 @@ class Store:
         """The provider took these: unqueue them (unless re-requested meanwhile)."""
         if not ids:
             return
-        now = self._now()
-        with self._write() as conn:
+        now = self.now()
+        with self.write() as conn:
             _lock_ids(conn, ids)
             q = s.confirmation_queue
             conn.execute(q.delete().where(q.c.claim == claim, q.c.subscriber_id.in_(list(ids))))
@@ -616,10 +619,10 @@ class Store:
         self, claim: str, subscriber_id: int, error: str, *, retry: bool
     ) -> bool:
         """Back off and try again later, or give up. Returns True when it will be retried."""
-        now = self._now()
+        now = self.now()
         q = s.confirmation_queue
         mine = sa.and_(q.c.claim == claim, q.c.subscriber_id == subscriber_id)
-        with self._write() as conn:
+        with self.write() as conn:
             _lock_ids(conn, [subscriber_id])
             attempts = conn.execute(sa.select(q.c.attempts).where(mine)).scalar()
             if attempts is None:  # re-requested meanwhile: the new request stands
@@ -634,7 +637,7 @@ class Store:
             return False
 
     def queued_confirmations(self) -> int:
-        with self._read() as conn:
+        with self.read() as conn:
             query = sa.select(sa.func.count()).select_from(s.confirmation_queue)
             return conn.execute(query).scalar_one()
 
@@ -652,7 +655,7 @@ class Store:
         after = 0
         while True:
             query = sa.select(*cols).where(where, s.subscribers.c.id > after)
-            with self._read() as conn:
+            with self.read() as conn:
                 page = conn.execute(query.order_by(s.subscribers.c.id).limit(page_size)).all()
             yield from ((r.id, r.email, r.name, r.link_key) for r in page)
             if len(page) < page_size:
@@ -664,7 +667,7 @@ class Store:
         where = _eligible(self._check_topic(topic))
         wanted = sorted(set(ids))
         found: set[int] = set()
-        with self._read() as conn:
+        with self.read() as conn:
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start : start + 500]
                 query = sa.select(s.subscribers.c.id).where(where, s.subscribers.c.id.in_(chunk))
@@ -678,8 +681,8 @@ class Store:
         returns True when the address was newly suppressed.
         """
         digest = _hash_of(email)
-        now = self._now()
-        with self._write() as conn:
+        now = self.now()
+        with self.write() as conn:
             added = _insert_suppression(conn, digest, reason[:32], source, now)
             row = _lock_by_hash(conn, digest)
             if row is not None:
@@ -691,8 +694,8 @@ class Store:
     def mark_status(self, subscriber: int | str, status: str, *, reason: str = "") -> bool:
         """Set a subscriber's status by id or email. Returns False when nobody matched."""
         status = _check_status(status)
-        now = self._now()
-        with self._write() as conn:
+        now = self.now()
+        with self.write() as conn:
             if isinstance(subscriber, int):
                 row = _lock_by_id(conn, subscriber)
             else:
@@ -704,8 +707,8 @@ class Store:
             return True
 
     def log_event(self, subscriber_id: int | None, kind: str, detail: str = "") -> None:
-        with self._write() as conn:
-            _event(conn, subscriber_id, kind, self._now(), detail)
+        with self.write() as conn:
+            _event(conn, subscriber_id, kind, self.now(), detail)
 
     # ---- checks -------------------------------------------------------------------
 

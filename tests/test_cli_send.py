@@ -187,7 +187,7 @@ def test_report_counts_lost_answers_by_how_they_were_settled(run, store, setting
     fill(store, 4)
     assert run("send", "hip-hinge", "--yes").exit_code == 0
     ledger = Ledger(store)
-    with store._write() as conn:  # as a run that reconciled two and re-sent one would leave it
+    with store.write() as conn:  # as a run that reconciled two and re-sent one would leave it
         from subscribers.schema import deliveries as d
 
         conn.execute(d.update().where(d.c.subscriber_id.in_([1, 2])).values(doubt="reconciled"))

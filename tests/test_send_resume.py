@@ -191,10 +191,10 @@ def test_lease_keeps_batches_of_live_runs_and_takes_those_of_dead_ones(
     dead = ledger.start_run(campaign.id, role="worker", provider="p")
     far = ledger.start_run(campaign.id, role="worker", provider="p")
     silent = ledger.start_run(campaign.id, role="worker", provider="p")
-    with store._write() as conn:  # a process here that exited; two on other machines
+    with store.write() as conn:  # a process here that exited; two on other machines
         runs = __import__("subscribers.schema", fromlist=["x"]).send_runs
         conn.execute(runs.update().where(runs.c.id == dead.id).values(pid=int(gone.stdout)))
-        old = store._now() - dt.timedelta(minutes=5)
+        old = store.now() - dt.timedelta(minutes=5)
         conn.execute(runs.update().where(runs.c.id == far.id).values(host="elsewhere"))
         conn.execute(
             runs.update().where(runs.c.id == silent.id).values(host="elsewhere", heartbeat_at=old)
