@@ -52,10 +52,11 @@ class Message:
     headers: dict[str, str] = field(default_factory=dict)
     tag: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
-    # ``html`` and ``text`` already encoded as JSON string literals, when the renderer
-    # made them (see pipeline.render.Template.fill_json); JSON providers embed them.
-    html_json: bytes = b""
-    text_json: bytes = b""
+    # ``html`` and ``text`` already encoded as JSON string literals, in pieces, when the
+    # renderer made them (see pipeline.render.Template.fill_json); JSON providers embed
+    # them (see json_pieces).
+    html_json: list[bytes] = field(default_factory=list)
+    text_json: list[bytes] = field(default_factory=list)
     # ... and as quoted-printable bodies for the MIME writer (see Template.fill_qp).
     html_qp: bytes = b""
     text_qp: bytes = b""
@@ -75,7 +76,8 @@ class Message:
         """Let go of the bodies once a request holds them (a batch in flight then keeps
         one copy, not two); what is left identifies the message for its result."""
         self.html = self.text = ""
-        self.html_json = self.text_json = self.html_qp = self.text_qp = b""
+        self.html_json, self.text_json = [], []
+        self.html_qp = self.text_qp = b""
 
     @property
     def needs_smtputf8(self) -> bool:
@@ -99,8 +101,15 @@ def ascii_domain(domain: str) -> str:
 
 def json_bodies(msg: Message) -> tuple[object, object]:
     """``(html, text)`` for a JSON payload: pre-encoded fragments when available."""
-    html = orjson.Fragment(msg.html_json) if msg.html_json else msg.html
-    text = orjson.Fragment(msg.text_json) if msg.text_json else msg.text
+    html = orjson.Fragment(b"".join(msg.html_json)) if msg.html_json else msg.html
+    text = orjson.Fragment(b"".join(msg.text_json)) if msg.text_json else msg.text
+    return html, text
+
+
+def json_pieces(msg: Message) -> tuple[list[bytes], list[bytes]]:
+    """``(html, text)`` as JSON string literals in pieces (see ``Message.html_json``)."""
+    html = msg.html_json or [orjson.dumps(msg.html)]
+    text = msg.text_json or [orjson.dumps(msg.text)]
     return html, text
 
 

@@ -139,7 +139,8 @@ def test_pre_encoded_json_bodies_match_the_text(seed, name: str) -> None:
     import json
 
     msg = seed.personalize(Recipient(1, "a@x.example", name, "t"))
-    decoded = json.loads(b'{"html":' + msg.html_json + b',"text":' + msg.text_json + b"}")
+    html, text = b"".join(msg.html_json), b"".join(msg.text_json)
+    decoded = json.loads(b'{"html":' + html + b',"text":' + text + b"}")
     assert decoded == {"html": msg.html, "text": msg.text}
 
 

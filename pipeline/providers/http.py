@@ -37,6 +37,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from pipeline import __version__
 from pipeline.errors import ProviderError
 from pipeline.providers.base import OutcomeUnknown, Provider
+from pipeline.providers.jsonbody import JsonBody
 from pipeline.providers.retry import (
     RetryPolicy,
     Sleep,
@@ -209,7 +210,7 @@ class HttpProvider(Provider):
         self,
         path: str,
         *,
-        body: bytes | None = None,
+        body: bytes | JsonBody | None = None,
         files: Sequence[tuple[str, Any]] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> requests.Response:
@@ -244,7 +245,7 @@ class HttpProvider(Provider):
     def _attempt(
         self,
         url: str,
-        body: bytes | None,
+        body: bytes | JsonBody | None,
         files: Sequence[tuple[str, Any]] | None,
         headers: Mapping[str, str] | None,
     ) -> requests.Response:

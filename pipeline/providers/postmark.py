@@ -18,9 +18,10 @@ from typing import Any
 import requests
 
 from pipeline.errors import ProviderError
-from pipeline.message import Message, json_bodies
+from pipeline.message import Message, json_bodies, json_pieces
 from pipeline.providers.base import SendResult, Status
-from pipeline.providers.http import JSON_HEADERS, HttpProvider, encode_json
+from pipeline.providers.http import JSON_HEADERS, HttpProvider
+from pipeline.providers.jsonbody import HOLE, JsonBody, filled, json_array, request_body
 from pipeline.providers.retry import Sleep
 from pipeline.settings import Settings
 
@@ -124,15 +125,22 @@ class PostmarkProvider(HttpProvider):
         self.check_batch(messages)
         if not messages:
             return []
-        body = encode_json([self.payload(m) for m in messages])
+        body = self.batch_body(messages)
         for m in messages:  # the body has them now: one copy in flight, not two
             m.drop_bodies()
         response = self.post("/email/batch", body=body, headers=JSON_HEADERS)
         return self.parse(response, messages)
 
-    def payload(self, m: Message) -> dict[str, Any]:
-        """One message of the batch, as Postmark documents it."""
-        html, text = json_bodies(m)
+    def batch_body(self, messages: Sequence[Message]) -> bytes | JsonBody:
+        """The request body, a JSON array of :meth:`payload`, built from the messages'
+        pieces (see :mod:`pipeline.providers.jsonbody`)."""
+        items = [filled(self.payload(m, bodies=(HOLE, HOLE)), json_pieces(m)) for m in messages]
+        return request_body(json_array(items))
+
+    def payload(self, m: Message, *, bodies: tuple[object, object] | None = None) -> dict[str, Any]:
+        """One message of the batch, as Postmark documents it (``bodies``: the HtmlBody
+        and TextBody values to put in, by default the message's own)."""
+        html, text = bodies or json_bodies(m)
         headers = [{"Name": "Message-ID", "Value": m.message_id}]
         headers += [{"Name": name, "Value": value} for name, value in m.headers.items()]
         data: dict[str, Any] = {

@@ -18,9 +18,10 @@ from typing import Any
 
 import requests
 
-from pipeline.message import Message, json_bodies
+from pipeline.message import Message, json_bodies, json_pieces
 from pipeline.providers.base import SendResult, Status
-from pipeline.providers.http import JSON_HEADERS, BearerProvider, encode_json
+from pipeline.providers.http import JSON_HEADERS, BearerProvider
+from pipeline.providers.jsonbody import HOLE, JsonBody, filled, json_array, request_body
 
 SECRET = "RESEND_API_KEY"
 PATH = "/emails/batch"
@@ -82,15 +83,23 @@ class ResendProvider(BearerProvider):
             "Idempotency-Key": idempotency_key(messages),
             "x-batch-validation": "permissive",
         }
-        body = encode_json([self.payload(m) for m in messages])
+        body = self.batch_body(messages)
         for m in messages:  # the body has them now: one copy in flight, not two
             m.drop_bodies()
         response = self.post(PATH, body=body, headers=headers)
         return self.parse(response, messages)
 
+    def batch_body(self, messages: Sequence[Message]) -> bytes | JsonBody:
+        """The request body, a JSON array of :meth:`payload`, built from the messages'
+        pieces (see :mod:`pipeline.providers.jsonbody`)."""
+        items = [filled(self.payload(m, bodies=(HOLE, HOLE)), json_pieces(m)) for m in messages]
+        return request_body(json_array(items))
+
     @staticmethod
-    def payload(m: Message) -> dict[str, Any]:
-        html, text = json_bodies(m)
+    def payload(m: Message, *, bodies: tuple[object, object] | None = None) -> dict[str, Any]:
+        """One email of the batch, as Resend documents it (``bodies``: the html and text
+        values to put in, by default the message's own)."""
+        html, text = bodies or json_bodies(m)
         data: dict[str, Any] = {
             "from": from_address(m.from_addr),
             "to": [to_address(m.to_email, m.to_name)],
