@@ -7,12 +7,10 @@ flight holds a fraction of its size in memory."""
 from __future__ import annotations
 
 import json
-import threading
 import tracemalloc
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
-import pytest
+from api_server import api_server
 
 from bench.sinks import SinkProcess
 from pipeline.content import find_module, load_module
@@ -28,59 +26,27 @@ from pipeline.settings import Settings
 NAMES = ["Ann", "", 'Zoë "Z" \\ O\'Brien 💪', "<b>&amp;</b>", "\u2028 line"]
 
 
-class Capture(ThreadingHTTPServer):
-    """Keeps every request (headers and raw body); answers 503 to the first
-    ``refuse_first`` requests, then as Postmark or Resend would."""
+def provider_api(refuse_first: int = 0) -> tuple[dict, list[tuple[dict[str, str], bytes]]]:
+    """Routes answering as Postmark's and Resend's batch endpoints document (after
+    ``refuse_first`` 503s), and the list of every request they got (headers, raw body)."""
+    got: list[tuple[dict[str, str], bytes]] = []
 
-    daemon_threads = True
-
-    def __init__(self, refuse_first: int = 0) -> None:
-        super().__init__(("127.0.0.1", 0), CaptureHandler)
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.refuse_first = refuse_first
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class CaptureHandler(BaseHTTPRequestHandler):
-    server: Capture
-
-    def do_POST(self) -> None:  # noqa: N802 - the http.server name
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.requests.append((dict(self.headers), body))
-        if len(self.server.requests) <= self.server.refuse_first:
-            self.answer(503, {"message": "busy"})
-            return
+    def postmark(headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        got.append((headers, body))
+        if len(got) <= refuse_first:
+            return 503, {"Message": "busy"}
         items = json.loads(body)
-        if self.path == "/email/batch":
-            reply = [
-                {"ErrorCode": 0, "MessageID": f"pm-{i}", "To": m["To"]} for i, m in enumerate(items)
-            ]
-        else:
-            reply = {"data": [{"id": f"rs-{i}"} for i in range(len(items))]}
-        self.answer(200, reply)
+        return 200, [
+            {"ErrorCode": 0, "MessageID": f"pm-{i}", "To": m["To"]} for i, m in enumerate(items)
+        ]
 
-    def answer(self, status: int, data: object) -> None:
-        raw = json.dumps(data).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
+    def resend(headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        got.append((headers, body))
+        if len(got) <= refuse_first:
+            return 503, {"message": "busy"}
+        return 200, {"data": [{"id": f"rs-{i}"} for i in range(len(json.loads(body)))]}
 
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def server() -> Iterator[Capture]:
-    with Capture() as srv:
-        thread = threading.Thread(target=srv.serve_forever, daemon=True)
-        thread.start()
-        yield srv
-        srv.shutdown()
+    return {("POST", "/email/batch"): postmark, ("POST", "/emails/batch"): resend}, got
 
 
 def emails(settings: Settings, n: int) -> tuple[list[Message], list[Message]]:
@@ -110,16 +76,16 @@ def retry() -> RetryPolicy:
     return RetryPolicy(max_retries=2, sleep=lambda s: None, random=lambda: 0.0)
 
 
-def test_a_large_postmark_batch_reaches_the_server_whole(
-    settings: Settings, server: Capture
-) -> None:
+def test_a_large_postmark_batch_reaches_the_server_whole(settings: Settings) -> None:
     messages, plain = emails(settings, 500)
-    provider = PostmarkProvider(token="t", base_url=server.url, timeout=10, retry=retry())
-    results = provider.send_batch(messages)
+    routes, got = provider_api()
+    with api_server(routes) as (url, _):
+        provider = PostmarkProvider(token="t", base_url=url, timeout=10, retry=retry())
+        results = provider.send_batch(messages)
     assert [r.status for r in results] == [Status.QUEUED] * 500
-    ((headers, body),) = server.requests
+    ((headers, body),) = got
     assert len(body) > STREAM_OVER  # this batch was written from its pieces
-    assert int(headers["Content-Length"]) == len(body) and "Transfer-Encoding" not in headers
+    assert int(headers["content-length"]) == len(body) and "transfer-encoding" not in headers
     items = json.loads(body)
     assert [i["HtmlBody"] for i in items] == [m.html for m in plain]
     assert [i["TextBody"] for i in items] == [m.text for m in plain]
@@ -129,13 +95,12 @@ def test_a_large_postmark_batch_reaches_the_server_whole(
 
 def test_a_large_resend_batch_is_sent_again_whole_after_a_503(settings: Settings) -> None:
     messages, plain = emails(settings, 100)
-    with Capture(refuse_first=1) as srv:
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        provider = ResendProvider(api_key="re_x", base_url=srv.url, timeout=10, retry=retry())
+    routes, got = provider_api(refuse_first=1)
+    with api_server(routes) as (url, _):
+        provider = ResendProvider(api_key="re_x", base_url=url, timeout=10, retry=retry())
         results = provider.send_batch(messages)
-        srv.shutdown()
     assert [r.status for r in results] == [Status.QUEUED] * 100
-    (_, first), (headers, again) = srv.requests
+    (_, first), (_, again) = got
     assert first == again and len(again) > STREAM_OVER
     items = json.loads(again)
     assert [i["html"] for i in items] == [m.html for m in plain]
