@@ -26,7 +26,8 @@ from pipeline.send import Outcome
 from pipeline.settings import Settings, load_settings
 from subscribers.forms import render_form
 from subscribers.ledger import Ledger
-from subscribers.store import Consent, NewSubscriber, Store
+from subscribers.models import Consent, NewSubscriber
+from subscribers.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 ISSUES = 200

@@ -16,7 +16,8 @@ from bench import Row
 from bench.bench_send import project
 from bench.sinks import SinkProcess
 from pipeline.settings import load_settings
-from subscribers.store import Consent, NewSubscriber, Store
+from subscribers.models import Consent, NewSubscriber
+from subscribers.store import Store
 
 CONSENT = Consent(kind="import", source="benchmark", wording="benchmark readers")
 N = 10_000

@@ -10,8 +10,9 @@ from pipeline.csvout import csv_writer
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
+    from subscribers.campaigns import Campaign
     from subscribers.events import EventLog
-    from subscribers.ledger import Campaign, Run
+    from subscribers.send_runs import Run
 
 UNFINISHED = ("pending", "inflight", "retry", "unknown")
 

@@ -26,7 +26,8 @@ from pipeline.settings import Settings
 from pipeline.window import Window, WindowStats
 
 if TYPE_CHECKING:  # the CLI wires the store in; imported lazily at run time
-    from subscribers.ledger import Campaign, Ledger
+    from subscribers.campaigns import Campaign
+    from subscribers.ledger import Ledger
     from subscribers.store import Store
 
 
@@ -375,7 +376,7 @@ def make_sender(
     run_id: str,
     policy: str,
 ) -> Sender:
-    from subscribers.ledger import LEASE
+    from subscribers.send_runs import LEASE
     from subscribers.tokens import subscriber_token
 
     settings = job.settings

@@ -23,8 +23,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from subscribers import schema as s
+from subscribers.audience import eligible_clause
 from subscribers.errors import Conflict, NotFound
-from subscribers.store import Store, eligible_clause
+from subscribers.store import Store
 
 seq = s.sequences
 steps = s.sequence_steps

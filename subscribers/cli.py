@@ -21,7 +21,8 @@ from subscribers.csvio import CsvReader, Duplicate, RowError, write_csv, write_j
 from subscribers.errors import Conflict, InvalidInput
 from subscribers.forms import render_snippet, safe_next
 from subscribers.importer import Importer, ImportSummary
-from subscribers.store import Consent, NewSubscriber, Store
+from subscribers.models import Consent, NewSubscriber
+from subscribers.store import Store
 from subscribers.validation import clean_name, normalise_email, parse_topics
 
 MAX_SHOWN_ERRORS = 200

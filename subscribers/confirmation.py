@@ -11,7 +11,8 @@ from pipeline.guard import require_live_links
 from pipeline.message import Message
 from pipeline.providers.base import Provider, SendResult
 from pipeline.settings import Settings
-from subscribers.store import PendingConfirmation, Store
+from subscribers.models import PendingConfirmation
+from subscribers.store import Store
 from subscribers.tokens import confirm_token, subscriber_token
 
 MAX_BATCH = 100  # confirmations per provider call (fewer when the provider takes fewer)

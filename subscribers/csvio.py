@@ -14,7 +14,7 @@ from typing import IO, Any
 from pipeline.csvout import csv_writer, strip_neutraliser
 from pipeline.errors import LocatedError
 from subscribers.errors import InvalidInput
-from subscribers.store import NewSubscriber
+from subscribers.models import NewSubscriber
 from subscribers.validation import clean_name, email_key, normalise_email, parse_topics
 
 COLUMNS = ("email", "name", "topics")

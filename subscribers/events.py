@@ -27,7 +27,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from pipeline.message_ids import MessageIds
 from pipeline.providers.webhook_events import Event, EventType
 from subscribers import schema as s
-from subscribers.store import Store, _hash_of
+from subscribers.rows import hash_of
+from subscribers.store import Store
 
 e = s.delivery_events
 d = s.deliveries
@@ -79,7 +80,7 @@ class EventLog:
         with self.store.read() as conn:
             rows = conn.execute(query).all()
         if email:
-            rows = [r for r in rows if r.email_hash == _hash_of(email)]
+            rows = [r for r in rows if r.email_hash == hash_of(email)]
         if len(rows) != 1:
             return None
         return Target(rows[0].campaign_id, rows[0].subscriber_id, rows[0].email)
@@ -102,7 +103,7 @@ class EventLog:
             "bounce": event.bounce,
             "campaign_id": target.campaign_id,
             "subscriber_id": target.subscriber_id,
-            "email_hash": _hash_of(target.email) if target.email else "",
+            "email_hash": hash_of(target.email) if target.email else "",
             "detail": event.detail[:1000],
             "occurred_at": event.occurred_at,
             "created_at": self.store.now(),
@@ -119,7 +120,7 @@ class EventLog:
 
     def soft_bounces(self, email: str) -> int:
         """Soft bounces of this address since it last took a message (delivered, opened ...)."""
-        digest = _hash_of(email)
+        digest = hash_of(email)
         last_ok = (
             sa.select(sa.func.coalesce(sa.func.max(e.c.id), 0))
             .where(e.c.email_hash == digest, e.c.type.in_(ENGAGED))

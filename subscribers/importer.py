@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from subscribers.confirmation import ConfirmationSender
 from subscribers.csvio import CsvReader, Duplicate, RowError
-from subscribers.store import Consent, NewSubscriber, Store
+from subscribers.models import Consent, NewSubscriber
+from subscribers.store import Store
 
 BATCH = 500
 

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from subscribers import schema as s
 
 if TYPE_CHECKING:
-    from subscribers.store import Consent
+    from subscribers.models import Consent
 
 LIFETIME = dt.timedelta(days=7)  # as long as the confirmation link (tokens.CONFIRM_MAX_AGE)
 

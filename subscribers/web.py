@@ -51,8 +51,9 @@ from subscribers.confirmation import ConfirmationSender, Links
 from subscribers.errors import Conflict, DatabaseUnavailable, InvalidInput, LinkGone, NotFound
 from subscribers.forms import DEFAULT_FORM, FORMS, form_context, safe_next, site_origin
 from subscribers.inbound import bp as inbound_bp
+from subscribers.models import Consent, Subscriber
 from subscribers.ratelimit import RateLimiter
-from subscribers.store import Consent, Store, Subscriber
+from subscribers.store import Store
 from subscribers.tokens import (
     TokenError,
     confirm_link_matches,

@@ -15,7 +15,8 @@ from pipeline.cli import cli
 from pipeline.send import Outcome
 from pipeline.settings import Settings
 from subscribers.ledger import Ledger
-from subscribers.store import Consent, NewSubscriber, Store
+from subscribers.models import Consent, NewSubscriber
+from subscribers.store import Store
 from subscribers.tokens import subscriber_token
 
 CONSENT = Consent(kind="import", source="archive test", wording="test readers")

@@ -12,7 +12,8 @@ from pathlib import Path
 from pipeline.message import Message
 from pipeline.providers.base import Provider, SendResult, Status
 from pipeline.settings import Settings
-from subscribers.store import Consent, NewSubscriber, Store
+from subscribers.models import Consent, NewSubscriber
+from subscribers.store import Store
 
 CONSENT = Consent(kind="import", source="test fixture", wording="test readers")
 

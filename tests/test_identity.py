@@ -24,7 +24,8 @@ from pipeline.cli import cli
 from pipeline.settings import load_settings
 from subscribers import schema as s
 from subscribers.db import make_engine
-from subscribers.store import Consent, Store
+from subscribers.models import Consent
+from subscribers.store import Store
 from subscribers.tokens import subscriber_token
 from subscribers.validation import email_hash
 from subscribers.web import create_app

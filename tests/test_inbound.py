@@ -40,7 +40,8 @@ from pipeline.message import to_bytes
 from pipeline.providers.inbound import InboundMail, form_fields
 from pipeline.render import Recipient, compile_campaign
 from pipeline.settings import Settings, load_settings
-from subscribers.store import Consent, NewSubscriber, PendingConfirmation, Store
+from subscribers.models import Consent, NewSubscriber, PendingConfirmation
+from subscribers.store import Store
 from subscribers.tokens import subscriber_token
 from subscribers.web import create_app
 

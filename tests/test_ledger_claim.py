@@ -14,7 +14,8 @@ from helpers import pg_schema
 from send_helpers import fill
 
 from subscribers.ledger import Ledger
-from subscribers.store import Consent, Store
+from subscribers.models import Consent
+from subscribers.store import Store
 
 PREFS = Consent("preferences", "preferences page")
 

@@ -21,8 +21,11 @@ from helpers import pg_schema
 
 from pipeline.send import Outcome
 from subscribers import schema as s
-from subscribers.ledger import Ledger, snapshot_statement
-from subscribers.store import AUDIENCE_TABLES, Consent, NewSubscriber, Store
+from subscribers.audience import AUDIENCE_TABLES
+from subscribers.campaigns import snapshot_statement
+from subscribers.ledger import Ledger
+from subscribers.models import Consent, NewSubscriber
+from subscribers.store import Store
 
 N = 100_000
 # Who is eligible for "updates" in the generated list (see _generate):

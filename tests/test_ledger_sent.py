@@ -11,7 +11,8 @@ from helpers import pg_schema
 
 from pipeline.send import Outcome
 from subscribers.ledger import Ledger
-from subscribers.store import Consent, NewSubscriber, Store
+from subscribers.models import Consent, NewSubscriber
+from subscribers.store import Store
 
 CONSENT = Consent(kind="import", source="test", wording="test")
 T0 = dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC)

@@ -18,7 +18,8 @@ from pipeline.render import compile_campaign
 from pipeline.send import RateLimiter, Sender
 from pipeline.settings import Settings
 from subscribers.ledger import Ledger
-from subscribers.store import Consent, Store
+from subscribers.models import Consent
+from subscribers.store import Store
 
 N = 35  # four batches of 10
 

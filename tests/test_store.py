@@ -14,7 +14,8 @@ from pipeline.errors import ConfigError
 from subscribers import schema as s
 from subscribers.db import normalise_url
 from subscribers.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
-from subscribers.store import Consent, NewSubscriber, Store
+from subscribers.models import Consent, NewSubscriber
+from subscribers.store import Store
 from subscribers.validation import email_hash
 
 SIGNUP = Consent("signup", "article", "If you want ... fill out the form", "203.0.113.7", "UA/1")

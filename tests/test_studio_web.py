@@ -19,7 +19,8 @@ from flask.testing import FlaskClient
 from pipeline.settings import Settings, load_settings
 from pipeline.studio import Workspace, create_app
 from pipeline.studio.security import Guard
-from subscribers.store import Consent, NewSubscriber, Store
+from subscribers.models import Consent, NewSubscriber
+from subscribers.store import Store
 
 HINGE = "2026-11-23-hip-hinge.md"
 

@@ -14,7 +14,8 @@ from helpers import confirm_link, read_outbox, snapshot, text_part
 
 from pipeline.cli import cli
 from pipeline.settings import Settings
-from subscribers.store import Consent, NewSubscriber, Store
+from subscribers.models import Consent, NewSubscriber
+from subscribers.store import Store
 from subscribers.validation import email_hash
 
 COMMANDS = [

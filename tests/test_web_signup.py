@@ -22,7 +22,8 @@ from helpers import (
 from pipeline.errors import PipelineError
 from pipeline.providers.base import Status
 from pipeline.settings import Settings, load_settings
-from subscribers.store import Consent, Store
+from subscribers.models import Consent
+from subscribers.store import Store
 from subscribers.tokens import confirm_token
 from subscribers.web import create_app
 

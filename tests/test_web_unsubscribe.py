@@ -9,7 +9,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from helpers import RecordingProvider, snapshot, unsubscribe_url
 
-from subscribers.store import Consent, Store
+from subscribers.models import Consent
+from subscribers.store import Store
 from subscribers.tokens import subscriber_token
 
 SECRET = "test-secret-key"

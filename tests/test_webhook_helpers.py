@@ -36,7 +36,8 @@ from pipeline.message_ids import MessageIds
 from pipeline.send import Outcome
 from pipeline.settings import Settings, load_settings
 from subscribers.ledger import Ledger
-from subscribers.store import NewSubscriber, Store
+from subscribers.models import NewSubscriber
+from subscribers.store import Store
 from subscribers.web import create_app
 
 MAILGUN_KEY = "key-test-mailgun-webhook-signing"
