@@ -355,12 +355,12 @@ def _confirm(job: Job, recipients: int, note: str, yes: bool) -> None:
     click.confirm(f"Send to {recipients} recipient(s)?", abort=True)
 
 
-MESSAGES_IN_FLIGHT = 4000  # messages one process holds in flight (~1 KB each: see jsonbody)
+MESSAGES_IN_FLIGHT = 8000  # messages one process holds in flight (~1 KB each: see jsonbody)
 
 
 def lanes(settings: Settings, batch_size: int) -> int:
     """Batches one process may keep in flight: ``[send] in_flight``, else as many as the
-    provider allows and ``MESSAGES_IN_FLIGHT`` messages fill (4 of Postmark's 500)."""
+    provider allows and ``MESSAGES_IN_FLIGHT`` messages fill (16 of Postmark's 500)."""
     if settings.send_in_flight:
         return settings.send_in_flight
     cap = provider_class(settings.provider).max_in_flight

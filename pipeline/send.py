@@ -194,6 +194,8 @@ class Sender:
     doubtful: list[Batch] = field(default_factory=list)  # unknown batches to settle
     inherited: set[str] = field(default_factory=set)  # claims in doubt before this run
     _progress_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # This thread's last provider call: its seconds (the window's latency signal).
+    _last_call: threading.local = field(default_factory=threading.local, repr=False)
     unsettled: str = ""  # why some lost answers could not be settled in this run
 
     @property
@@ -279,12 +281,18 @@ class Sender:
             provider.close()
 
     def _timed(self, provider: Provider, batch: Claimed) -> None:
-        """Send one batch and tell the window how quick and clean the provider was."""
+        """Send one batch and tell the window how quick and clean the provider was: the
+        provider call's own seconds, not the building and recording around it (which
+        wait for this process's CPU, not for the provider)."""
         pushed_back = provider.congestion
         start = time.monotonic()
+        self._last_call.seconds = None
         lost = self.deliver(provider, _batch(batch), fresh=True)
         congested = bool(lost) or provider.congestion > pushed_back
-        self.window.done(time.monotonic() - start, congested=congested)
+        seconds = self._last_call.seconds
+        self.window.done(
+            time.monotonic() - start if seconds is None else seconds, congested=congested
+        )
 
     def _next_batch(self) -> Claimed | None:
         """The next batch, or None when nobody is left to claim.
@@ -338,6 +346,7 @@ class Sender:
         answer was lost, or we were interrupted mid-call: every message is unknown."""
         self.limiter.wait(len(messages))
         self.requests.wait(1)
+        start = time.monotonic()
         try:
             return provider.send_batch(messages)
         except OutcomeUnknown as exc:
@@ -353,6 +362,8 @@ class Sender:
             ]
             self.ledger.record(self.campaign_id, batch.claim, outcomes)
             raise
+        finally:
+            self._last_call.seconds = time.monotonic() - start
 
     def _lost(self, provider: Provider, batch: Batch) -> None:
         self.doubtful.append(batch)

@@ -9,7 +9,10 @@ before sending the next leaves the process idle most of the time. The window let
   per window's worth of clean answers (additive increase). An answer is clean when it
   is not slower than ``slow_factor`` times the fastest seen so far;
 - it halves (multiplicative decrease) when the provider pushes back: a 429 or 503 that
-  had to be retried, a lost answer, or latency rising past that bound;
+  had to be retried, a lost answer, or latency rising past that bound. Each push back
+  halves it; rising latency only once per round trip: the answers to batches already
+  in flight when it halved were sent under the old window, so their latency neither
+  cuts it again nor grows it;
 - it never goes above ``cap`` (the provider's limit, or ``[send] in_flight``), nor
   below 1.
 
@@ -52,6 +55,7 @@ class Window:
         self.active = 0
         self.fastest: float | None = None
         self.threshold = float(self.cap)  # slow start below it, additive increase above
+        self.recovering = 0  # answers still due to batches sent before the last cut
         self.stats = WindowStats(largest=int(self.size))
         self._cond = threading.Condition()
 
@@ -83,11 +87,15 @@ class Window:
             if self.fastest is None or latency < self.fastest:
                 self.fastest = latency
             slow = latency > max(self.slow_floor, self.slow_factor * (self.fastest or latency))
+            if self.recovering:
+                self.recovering -= 1
+                slow = False  # sent under the window that was already cut for being slow
             if congested or slow:
                 self.size = max(1.0, self.size / 2)
                 self.threshold = self.size
                 self.stats.cuts += 1
-            else:
+                self.recovering = max(0, self.active - 1)  # the others in flight now
+            elif not self.recovering:
                 step = 1.0 if self.size < self.threshold else 1.0 / self.size
                 self.size = min(float(self.cap), self.size + step)
             self.stats.largest = max(self.stats.largest, self.limit)

@@ -45,6 +45,28 @@ def test_the_window_grows_on_clean_answers_and_halves_when_pushed_back() -> None
     assert window.limit == 1 and window.stats.cuts == 7 and window.stats.largest == 8
 
 
+def test_slow_answers_from_one_round_trip_halve_the_window_once() -> None:
+    window = Window(cap=16, start=16)
+    window.done(0.2, congested=False)  # the fastest call: 0.2 s
+    in_flight = [window.slot() for _ in range(8)]  # eight batches out when it slows down
+    for slot in in_flight:
+        slot.__enter__()
+
+    def answer(latency: float, congested: bool = False) -> None:
+        window.done(latency, congested=congested)  # as a lane does, inside its slot
+        in_flight.pop().__exit__(None, None, None)
+
+    answer(2.0)
+    assert window.limit == 8
+    for _ in range(6):  # the others, sent under the old window: already reacted to
+        answer(2.0)
+    assert window.limit == 8 and window.stats.cuts == 1
+    answer(0.2, congested=True)  # but a 429 or a lost answer always counts
+    assert window.limit == 4 and window.stats.cuts == 2
+    window.done(2.0, congested=False)  # sent after the cuts and still slow: halves again
+    assert window.limit == 2 and window.stats.cuts == 3
+
+
 class Slow(Provider):
     """Answers every batch after ``delay`` seconds; remembers the most calls at once."""
 
