@@ -109,12 +109,6 @@ class ContentErrors(ContentError):
         super().__init__(first.path, first.line, detail, hint=first.hint)
 
 
-def _flag(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return value
-
-
 def _date(value: Any) -> dt.date:
     if isinstance(value, dt.datetime):
         return value.date()
@@ -425,7 +419,10 @@ def pick_newest(settings: Settings) -> Newest:
         except ContentError as exc:
             failed.append((path, exc))
             continue
-        (drafts.append(path) if module.draft else good.append(module))  # type: ignore[func-returns-value]
+        if module.draft:
+            drafts.append(path)
+        else:
+            good.append(module)
     best = max(good, key=lambda m: (m.date, m.path.name)) if good else None
     broken = []
     for path, error in failed:
