@@ -194,14 +194,6 @@ def split_front_matter(path: Path, source: str) -> tuple[str, str, int]:
     raise ContentError(str(path), 1, "front matter: no closing '---' line")
 
 
-def parse_front_matter(path: Path, text: str) -> tuple[dict[str, Any], dict[str, int]]:
-    """YAML mapping with the 1-based file line of each key."""
-    values, lines, errors = _parse_front_matter(path, text)
-    if errors:
-        raise ContentErrors(errors)
-    return values, lines
-
-
 def _parse_front_matter(
     path: Path, text: str
 ) -> tuple[dict[str, Any], dict[str, int], list[ContentError]]:
