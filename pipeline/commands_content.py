@@ -12,7 +12,7 @@ from pipeline.content import format_delay, load_module, module_paths, peek, pick
 from pipeline.errors import PipelineError
 from pipeline.preview import write_preview
 from pipeline.problems import Problem
-from pipeline.sequences import find_any, is_step, step_paths
+from pipeline.sequences import find_any, is_step, load_step, step_paths
 from pipeline.settings import Settings
 
 
@@ -122,7 +122,6 @@ def preview(ctx: click.Context, slug: str | None, out: Path | None, open_: bool)
 def new_step_notes(settings: Settings, paths: list[Path]) -> list[Problem]:
     """A step added to a sequence that has started reaches only the readers who have not
     yet passed its delay: say so (read from the store when there is one)."""
-    from pipeline.sequences import is_step, load_step
     from subscribers.automation import Automation
     from subscribers.store import Store
 
