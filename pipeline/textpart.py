@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 
 WIDTH = 78
-SIGNATURE = "-- "  # RFC 3676 4.3: dash, dash, space, alone on its line
 URL_RE = re.compile(r"(?:https?://|mailto:)\S+")
 WHITESPACE_RE = re.compile(r"[\t\n\x0b\x0c\r ]+")  # not the no-break space
 # What a wrapped line repeats (quote marks) and how far it hangs (list markers).
