@@ -12,7 +12,13 @@ from email.utils import parseaddr
 
 from pipeline.doctor import Doctor, Finding, error, ok, warning
 from pipeline.doctor.dns_lookup import Dns, DnsUnavailable
-from pipeline.doctor.provider_dns import dkim_selectors, sending_domain, spec_for, spf_hosts
+from pipeline.doctor.provider_dns import (
+    dkim_selectors,
+    from_domain,
+    sending_domain,
+    spec_for,
+    spf_hosts,
+)
 
 DMARC_POLICIES = ("none", "quarantine", "reject")
 
@@ -97,11 +103,11 @@ def dkim(doctor: Doctor) -> Finding:
     settings, dns = doctor.settings, doctor.dns
     spec = spec_for(settings)
     domain = sending_domain(settings)
-    from_domain = settings.from_email.rpartition("@")[2].lower()
-    if not aligned(domain, from_domain):
+    author_domain = from_domain(settings)
+    if not aligned(domain, author_domain):
         return error(
             "DKIM",
-            f"{settings.provider} signs for {domain}, but mail is From {from_domain}: DMARC "
+            f"{settings.provider} signs for {domain}, but mail is From {author_domain}: DMARC "
             "fails; send From an address on the sending domain (or the other way round)",
         )
     selectors, need_all = dkim_selectors(settings)
@@ -154,7 +160,7 @@ def aligned(a: str, b: str) -> bool:
 
 
 def dmarc(doctor: Doctor) -> Finding:
-    domain = doctor.settings.from_email.rpartition("@")[2].lower()
+    domain = from_domain(doctor.settings)
     labels = domain.split(".")
     for start in range(len(labels) - 1):  # the domain, then its parents (organizational)
         name = ".".join(labels[start:])

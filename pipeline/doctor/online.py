@@ -22,6 +22,7 @@ from typing import Any
 import requests
 
 from pipeline.doctor import Finding, error, ok, warning
+from pipeline.doctor.provider_dns import from_domain
 from pipeline.providers.base import Provider
 from pipeline.providers.http import HttpProvider
 from pipeline.providers.smtp import parse_smtp_url
@@ -152,7 +153,7 @@ def resend(provider: Any, settings: Settings) -> Finding:
     refused = _refused(provider, response)
     if refused:
         return refused
-    domain = settings.from_email.rpartition("@")[2].lower()
+    domain = from_domain(settings)
     domains = {str(d.get("name", "")).lower(): d for d in _json(response).get("data", [])}
     status = str(domains.get(domain, {}).get("status", ""))
     if status != "verified":

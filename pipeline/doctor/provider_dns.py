@@ -97,13 +97,18 @@ def spec_for(settings: Settings) -> DnsSpec:
     return spec
 
 
+def from_domain(settings: Settings) -> str:
+    """The domain of the From address, lowercased."""
+    return settings.from_email.rpartition("@")[2].lower()
+
+
 def sending_domain(settings: Settings) -> str:
     """The domain the provider signs for: Mailgun's sending domain, else the From domain."""
     if settings.provider == "mailgun":
         domain = str(settings.provider_options.get("mailgun_domain") or "").strip()
         if domain:
             return domain.lower()
-    return settings.from_email.rpartition("@")[2].lower()
+    return from_domain(settings)
 
 
 def spf_hosts(settings: Settings) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from email.utils import parseaddr
 
 from pipeline.doctor import Doctor, Finding, error, ok, warning
+from pipeline.doctor.provider_dns import from_domain
 from pipeline.guard import fix_hint, live_links_problem
 from pipeline.settings import SCHEMA, Settings
 
@@ -44,7 +45,7 @@ def placeholder(domain: str) -> bool:
 
 
 def sender(s: Settings) -> Finding:
-    domain = s.from_email.rpartition("@")[2].lower()
+    domain = from_domain(s)
     if placeholder(domain):
         return error("from", f"{s.from_addr} is a placeholder: set [site] from to your own address")
     if domain in FREEMAIL:
