@@ -31,7 +31,14 @@ from typing import Protocol
 
 from pipeline.errors import ProviderError, SendError
 from pipeline.message import Message
-from pipeline.providers.base import OutcomeUnknown, Provider, SendResult, Status, unknown
+from pipeline.providers.base import (
+    REFUSED_STATUSES,
+    OutcomeUnknown,
+    Provider,
+    SendResult,
+    Status,
+    unknown,
+)
 from pipeline.render import Compiled, Recipient
 from pipeline.window import Window
 
@@ -273,7 +280,12 @@ class Sender:
                     batch = self._next_batch()
                     if batch is None:
                         return
-                    self._timed(provider, batch)
+                    try:
+                        self._timed(provider, batch)
+                    except ProviderError as exc:
+                        if not (refused_for_now(exc) and self.window.refused()):
+                            raise
+                        # Back in the queue (see _call); fewer batches in flight now.
         except BaseException as exc:  # noqa: BLE001 - handed to the run, which raises it
             errors.append(exc)
             self.stop.set()
@@ -465,6 +477,22 @@ class Sender:
         for row, res in hard:
             self.ledger.suppress(row[1], "bounced", f"{provider}: {res.reason}"[:200])
         return len(hard)
+
+
+# A refusal asking for a longer wait than this stops the run (resume after the wait).
+REFUSED_WAIT_LIMIT = 60.0
+
+
+def refused_for_now(exc: ProviderError) -> bool:
+    """Whether the provider refused a call through all its retries without taking it
+    (HTTP 429 or 503, asking for a short wait at most): too many requests at once,
+    which fewer batches in flight can mend; anything else stops the run."""
+    return (
+        exc.retryable
+        and not isinstance(exc, OutcomeUnknown)
+        and exc.status in REFUSED_STATUSES
+        and (exc.retry_after or 0.0) <= REFUSED_WAIT_LIMIT
+    )
 
 
 def _batch(claimed: Claimed) -> Batch:

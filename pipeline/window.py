@@ -91,12 +91,26 @@ class Window:
                 self.recovering -= 1
                 slow = False  # sent under the window that was already cut for being slow
             if congested or slow:
-                self.size = max(1.0, self.size / 2)
-                self.threshold = self.size
-                self.stats.cuts += 1
-                self.recovering = max(0, self.active - 1)  # the others in flight now
+                self._halve()
             elif not self.recovering:
                 step = 1.0 if self.size < self.threshold else 1.0 / self.size
                 self.size = min(float(self.cap), self.size + step)
             self.stats.largest = max(self.stats.largest, self.limit)
             self._cond.notify_all()
+
+    def refused(self) -> bool:
+        """A batch the provider kept refusing (429/503 through all its retries; nothing
+        was sent): halve, so fewer batches compete for the provider. False when it was
+        the only batch in flight: the provider refuses even one at a time."""
+        with self._cond:
+            if self.active <= 1:
+                return False
+            self._halve()
+            self._cond.notify_all()
+            return True
+
+    def _halve(self) -> None:
+        self.size = max(1.0, self.size / 2)
+        self.threshold = self.size
+        self.stats.cuts += 1
+        self.recovering = max(0, self.active - 1)  # the others in flight now

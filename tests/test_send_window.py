@@ -15,6 +15,7 @@ from send_helpers import fill, readers, run_send, sink_project, start_send, stor
 
 from bench.sinks import SinkProcess
 from pipeline.content import find_module, load_module
+from pipeline.errors import ProviderError
 from pipeline.message import Message
 from pipeline.providers.base import Provider, SendResult, Status
 from pipeline.render import compile_campaign
@@ -115,6 +116,74 @@ def test_the_window_never_exceeds_the_providers_cap(tmp_path: Path, settings: Se
         assert ledger.counts(campaign.id) == {"sent": 400}
     assert tally.sent == 400 and sorted(shared["sent"]) == sorted(set(shared["sent"]))
     assert 1 < shared["most"] <= Slow.max_in_flight  # several in flight, never past the cap
+
+
+class Refusing(Slow):
+    """Refuses its first ``refusals`` calls with HTTP 429 through all their retries, each
+    once ``together`` calls are in flight (several batches out when the storm hits)."""
+
+    def send_batch(self, messages: Sequence[Message]) -> list[SendResult]:
+        shared = self.shared
+        with shared["lock"]:
+            refuse = shared["refusals"] > 0
+            shared["refusals"] -= 1
+            shared["calls"] += 1
+        try:
+            if refuse:
+                wait_for(lambda: shared["calls"] >= shared["together"], timeout=10)
+                raise ProviderError(
+                    "gave up after 4 tries", provider="slow", status=429, retryable=True
+                )
+            return super().send_batch(messages)
+        finally:
+            with shared["lock"]:
+                shared["calls"] -= 1
+
+
+def refusing_send(  # noqa: ANN201
+    tmp_path: Path, settings: Settings, window: Window, refusals: int, together: int
+):
+    shared = {"lock": threading.Lock(), "now": 0, "most": 0, "sent": [], "calls": 0}
+    shared.update(refusals=refusals, together=together)
+    with store_for(tmp_path, settings) as store:
+        fill(store, 400)
+        ledger = Ledger(store)
+        campaign, _ = ledger.open_campaign(
+            slug="hip-hinge", topic="updates", subject="s", content_hash="h", provider="slow"
+        )
+        module = load_module(find_module(settings, "hip-hinge"), settings)
+        sender = Sender(
+            compiled=compile_campaign(module, settings),
+            campaign_id=campaign.id,
+            ledger=ledger,
+            provider_factory=lambda: Refusing(shared),
+            token_for=lambda sid, link_key: f"t{sid}",
+            batch_size=10,
+            limiter=RateLimiter(0),
+            window=window,
+        )
+        try:
+            sender.run()
+        finally:
+            counts = ledger.counts(campaign.id)
+    return counts, shared["sent"]
+
+
+def test_batches_refused_while_several_are_in_flight_go_back_and_the_window_shrinks(
+    tmp_path: Path, settings: Settings
+) -> None:
+    window = Window(cap=4, start=4)
+    counts, sent = refusing_send(tmp_path, settings, window, refusals=2, together=2)
+    assert counts == {"sent": 400}
+    assert sorted(sent) == sorted(set(sent)) and len(sent) == 400  # each reader once
+    assert window.stats.cuts >= 2
+
+
+def test_a_provider_refusing_even_one_batch_at_a_time_stops_the_run(
+    tmp_path: Path, settings: Settings
+) -> None:
+    with pytest.raises(ProviderError, match="gave up"):
+        refusing_send(tmp_path, settings, Window(cap=4, start=1), refusals=1000, together=1)
 
 
 def test_a_provider_documented_request_rate_paces_the_calls() -> None:

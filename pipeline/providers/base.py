@@ -22,6 +22,11 @@ from pipeline.errors import ProviderError
 from pipeline.message import Message
 from pipeline.settings import Settings
 
+# HTTP 429 and 503 say "not now" before any work is done; other 5xx may come from a
+# gateway that gave up waiting while the provider went on (502, 504) or from a failure
+# half way.
+REFUSED_STATUSES = frozenset({429, 503})
+
 
 class OutcomeUnknown(ProviderError):
     """The request went out whole but its answer was lost: the provider may have

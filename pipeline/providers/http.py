@@ -36,7 +36,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from pipeline import __version__
 from pipeline.errors import ProviderError
-from pipeline.providers.base import OutcomeUnknown, Provider
+from pipeline.providers.base import REFUSED_STATUSES, OutcomeUnknown, Provider
 from pipeline.providers.jsonbody import JsonBody
 from pipeline.providers.retry import (
     RetryPolicy,
@@ -50,9 +50,6 @@ from pipeline.settings import Settings
 
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 REASON_LIMIT = 300  # characters of a provider's reply kept in an error
-# 429 and 503 say "not now" before any work is done; other 5xx may come from a gateway
-# that gave up waiting while the provider went on (502, 504) or from a failure half way.
-REFUSED_STATUSES = frozenset({429, 503})
 
 __all__ = ["OutcomeUnknown", "HttpProvider", "BearerProvider", "TrackedAdapter", "encode_json"]
 
