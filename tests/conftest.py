@@ -63,6 +63,18 @@ def pg_url() -> str:
     return PG_URL
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database, once as a SQLite file and once as a private PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'newsletter.db'}"
+    else:
+        from helpers import pg_schema
+
+        with pg_schema(request.getfixturevalue("pg_url")) as url:
+            yield url
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[object]:
     """A real headless Chromium (Debian's package) driven by Playwright."""
