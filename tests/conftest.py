@@ -9,10 +9,17 @@ import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pipeline.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from flask.testing import FlaskClient
+
+    from subscribers.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -125,7 +132,7 @@ def recorder() -> object:
 
 
 @pytest.fixture
-def web_app(project: Path, test_env: dict[str, str], recorder: object) -> Iterator[object]:
+def app(project: Path, test_env: dict[str, str], recorder: object) -> Iterator[Flask]:
     """The Flask app on the project's settings, rate limit off, mail to ``recorder``."""
     from subscribers.web import create_app
 
@@ -133,3 +140,14 @@ def web_app(project: Path, test_env: dict[str, str], recorder: object) -> Iterat
     app = create_app(load_settings(project / "newsletter.toml", env=env), provider=recorder)
     yield app
     app.extensions["newsletter"].store.close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def store(app: Flask) -> Store:
+    """The web app's own store (test files that need a store without the app define theirs)."""
+    return app.extensions["newsletter"].store

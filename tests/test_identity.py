@@ -55,16 +55,6 @@ def app(project: Path, env: dict[str, str]) -> Iterator[Flask]:
     app.extensions["newsletter"].store.close()
 
 
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-@pytest.fixture
-def store(app: Flask) -> Store:
-    return app.extensions["newsletter"].store
-
-
 def join(client: FlaskClient, app: Flask, email: str, name: str) -> dict[str, str]:
     """Sign up through the form and confirm; returns the links of the confirmation email."""
     assert client.post("/subscribe", data={"email": email, "name": name}).status_code == 200

@@ -41,16 +41,6 @@ def app(request: pytest.FixtureRequest, project: Path, test_env: dict[str, str])
         app.extensions["newsletter"].store.close()
 
 
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-@pytest.fixture
-def store(app: Flask) -> Store:
-    return app.extensions["newsletter"].store
-
-
 def sent_to(app: Flask, email: str) -> list:
     return app.extensions["recorder"].to(email)
 
