@@ -85,6 +85,19 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             yield url
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Environment for the project's database: none for its own SQLite file, then the
+    NEWSLETTER_DATABASE_URL of a private PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield {}
+    else:
+        from helpers import pg_schema
+
+        with pg_schema(request.getfixturevalue("pg_url")) as url:
+            yield {"NEWSLETTER_DATABASE_URL": url}
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[object]:
     """A real headless Chromium (Debian's package) driven by Playwright."""
