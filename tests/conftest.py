@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pipeline.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from flask.testing import FlaskClient
+
+    from subscribers.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -63,6 +73,31 @@ def pg_url() -> str:
     return PG_URL
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database, once as a SQLite file and once as a private PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'newsletter.db'}"
+    else:
+        from helpers import pg_schema
+
+        with pg_schema(request.getfixturevalue("pg_url")) as url:
+            yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Environment for the project's database: none for its own SQLite file, then the
+    NEWSLETTER_DATABASE_URL of a private PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield {}
+    else:
+        from helpers import pg_schema
+
+        with pg_schema(request.getfixturevalue("pg_url")) as url:
+            yield {"NEWSLETTER_DATABASE_URL": url}
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[object]:
     """A real headless Chromium (Debian's package) driven by Playwright."""
@@ -86,6 +121,22 @@ def artifacts() -> Path:
 
 
 @pytest.fixture
+def static_site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """``(URL, folder)`` of a plain static web server on another port (another origin)."""
+    root = tmp_path / "site"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
 def recorder() -> object:
     """An in-memory email provider for web tests (tests/helpers.py)."""
     from helpers import RecordingProvider
@@ -94,7 +145,7 @@ def recorder() -> object:
 
 
 @pytest.fixture
-def web_app(project: Path, test_env: dict[str, str], recorder: object) -> Iterator[object]:
+def app(project: Path, test_env: dict[str, str], recorder: object) -> Iterator[Flask]:
     """The Flask app on the project's settings, rate limit off, mail to ``recorder``."""
     from subscribers.web import create_app
 
@@ -102,3 +153,14 @@ def web_app(project: Path, test_env: dict[str, str], recorder: object) -> Iterat
     app = create_app(load_settings(project / "newsletter.toml", env=env), provider=recorder)
     yield app
     app.extensions["newsletter"].store.close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def store(app: Flask) -> Store:
+    """The web app's own store (test files that need a store without the app define theirs)."""
+    return app.extensions["newsletter"].store

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
 CAPTURE = {"a", "h1", "h2", "h3", "h4", "h5", "h6", "title"}
-VOID = {"img", "meta", "br", "hr", "link", "input"}
 
 
 @dataclass

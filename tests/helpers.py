@@ -7,6 +7,7 @@ Used by the tests and the signup benchmark; nothing here runs in production.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import mailbox
 import re
 import socket
@@ -65,6 +66,19 @@ class RecordingProvider(Provider):
 
     def mime(self, index: int = -1) -> EmailMessage:
         return message_from_bytes(to_bytes(self.sent[index]), policy=policy.default)  # type: ignore[return-value]
+
+
+class Clock:
+    """A clock for ``Store(clock=...)`` that stands still until a test moves it."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += dt.timedelta(**kwargs)
 
 
 def confirm_link(text: str) -> str:

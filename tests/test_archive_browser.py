@@ -4,9 +4,6 @@ dark, and the signup form on an issue page works end to end against a running
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,22 +34,6 @@ A long link: <https://hingestrength.example.com/articles/a/very/long/path/that/g
 
 ![An inline picture](images/hip-hinge.png)
 """.format(word="Pneumono" + "ultramicroscopicsilicovolcanoconiosis" * 2, code="a_line" * 12)
-
-
-@pytest.fixture
-def static_host(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A plain static web server (another origin than the app) serving a folder."""
-    root = tmp_path / "public"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def overflow(page: object) -> int:
@@ -151,11 +132,11 @@ def subscribed(settings: Settings, email: str) -> tuple[str, tuple[str, ...], st
 
 
 def test_signup_from_an_issue_page_on_a_static_host(
-    browser: object, served: Settings, static_host: tuple[str, Path], artifacts: Path
+    browser: object, served: Settings, static_site: tuple[str, Path], artifacts: Path
 ) -> None:
     import shutil
 
-    host, root = static_host
+    host, root = static_site
     shutil.copytree(served.var_dir / "archive", root, dirs_exist_ok=True)
     page = browser.new_page(viewport={"width": 375, "height": 800})
     try:

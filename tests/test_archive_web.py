@@ -17,11 +17,6 @@ def run(project: Path, test_env: dict[str, str]):
     return runner(project, test_env)
 
 
-@pytest.fixture
-def client(web_app):
-    return web_app.test_client()
-
-
 def test_archive_pages_are_the_files_newsletter_archive_writes(run, client, settings) -> None:
     add_readers(settings)
     send(run, "bulletproof-back-program")

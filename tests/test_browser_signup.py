@@ -120,31 +120,11 @@ def test_the_unsubscribe_page_needs_a_click(
         page.close()
 
 
-@pytest.fixture
-def article_site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """The author's site: a static server on another port (another origin)."""
-    import functools
-    import http.server
-    import threading
-
-    root = tmp_path / "site"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
 def test_the_pasted_snippet_posts_across_origins_without_javascript(
     browser: object,
     project: Path,
     test_env: dict[str, str],
-    article_site: tuple[str, Path],
+    static_site: tuple[str, Path],
     tmp_path: Path,
     artifacts: Path,
 ) -> None:
@@ -152,7 +132,7 @@ def test_the_pasted_snippet_posts_across_origins_without_javascript(
 
     from subscribers.forms import render_snippet
 
-    site, root = article_site
+    site, root = static_site
     port = free_port()
     config = project / "newsletter.toml"
     set_site(config, base_url=f"http://127.0.0.1:{port}", site_url=site)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 from flask import Flask
-from helpers import pg_schema, read_outbox
+from helpers import read_outbox
 from test_webhook_helpers import WEBHOOK_ENV, postmark_post, webhook_app
 
 from pipeline.cli import cli
@@ -62,19 +62,15 @@ def test_the_shared_writer_neutralises_every_column() -> None:
     assert list(csv.reader(io.StringIO(out.getvalue()))) == [["a", "b", "c"], ["'=1", "'@x", "7"]]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def env(request: pytest.FixtureRequest, project: Path, test_env: dict[str, str]) -> Iterator[dict]:
-    base = {
+@pytest.fixture
+def env(project: Path, test_env: dict[str, str], db_env: dict[str, str]) -> dict[str, str]:
+    return {
         **test_env,
         **WEBHOOK_ENV,
         "NEWSLETTER_CONFIG": str(project / "newsletter.toml"),
         "NEWSLETTER_SIGNUP_RATE_LIMIT": "0",
+        **db_env,
     }
-    if request.param == "sqlite":
-        yield base
-    else:
-        with pg_schema(request.getfixturevalue("pg_url")) as url:
-            yield {**base, "NEWSLETTER_DATABASE_URL": url}
 
 
 def run(env: dict[str, str], *args: str) -> Result:

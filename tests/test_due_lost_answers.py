@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import Clock
 from send_helpers import fill, readers, sink_project
 
 from bench.sinks import SinkProcess
@@ -19,14 +20,6 @@ from subscribers.store import Store
 
 T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
 N = 1200  # three batches of 500: the second loses its answer
-
-
-class Clock:
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 def due(env: dict[str, str], when: dt.datetime) -> subprocess.CompletedProcess:

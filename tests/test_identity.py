@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import RecordingProvider, confirm_link, pg_schema, read_outbox, snapshot
+from helpers import RecordingProvider, confirm_link, read_outbox, snapshot
 
 from pipeline.cli import cli
 from pipeline.settings import load_settings
@@ -36,14 +35,9 @@ ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 JSON = {"Accept": "application/json"}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def env(request: pytest.FixtureRequest, test_env: dict[str, str]) -> Iterator[dict[str, str]]:
-    env = {**test_env, "NEWSLETTER_SIGNUP_RATE_LIMIT": "0"}
-    postgres = request.param == "postgres"
-    with pg_schema(request.getfixturevalue("pg_url")) if postgres else nullcontext() as url:
-        if url:
-            env["NEWSLETTER_DATABASE_URL"] = url
-        yield env
+@pytest.fixture
+def env(test_env: dict[str, str], db_env: dict[str, str]) -> dict[str, str]:
+    return {**test_env, "NEWSLETTER_SIGNUP_RATE_LIMIT": "0", **db_env}
 
 
 @pytest.fixture
@@ -53,16 +47,6 @@ def app(project: Path, env: dict[str, str]) -> Iterator[Flask]:
     app.extensions["recorder"] = provider
     yield app
     app.extensions["newsletter"].store.close()
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-@pytest.fixture
-def store(app: Flask) -> Store:
-    return app.extensions["newsletter"].store
 
 
 def join(client: FlaskClient, app: Flask, email: str, name: str) -> dict[str, str]:

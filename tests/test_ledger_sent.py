@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from helpers import pg_schema
+from helpers import Clock
 
 from pipeline.send import Outcome
 from subscribers.ledger import Ledger
@@ -18,26 +17,9 @@ CONSENT = Consent(kind="import", source="test", wording="test")
 T0 = dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'newsletter.db'}"
-    else:
-        with pg_schema(request.getfixturevalue("pg_url")) as url:
-            yield url
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture

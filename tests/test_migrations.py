@@ -18,15 +18,6 @@ from subscribers.errors import SchemaError
 from subscribers.store import Store
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'newsletter.db'}"
-    else:
-        with pg_schema(request.getfixturevalue("pg_url")) as url:
-            yield url
-
-
 @pytest.fixture
 def engine(db_url: str) -> Iterator[sa.Engine]:
     eng = make_engine(db_url)

@@ -12,12 +12,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import pg_schema
+from helpers import Clock
 from send_helpers import fill
 
 from pipeline.cli import cli
@@ -28,23 +27,6 @@ from subscribers.store import Store
 T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
 WELCOME = "Welcome to Hinge Strength: start with your hips"
 MISTAKES = "Three hinge mistakes I see every week"
-
-
-class Clock:
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'seq.db'}"
-    else:
-        with pg_schema(request.getfixturevalue("pg_url")) as url:
-            yield url
 
 
 @pytest.fixture

@@ -10,13 +10,12 @@ on SQLite and PostgreSQL.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import RecordingProvider, confirm_link, pg_schema, snapshot
+from helpers import RecordingProvider, confirm_link, snapshot
 
 from pipeline.settings import load_settings
 from subscribers.store import Store
@@ -27,28 +26,14 @@ ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 EVIL = "<script>alert(1)</script> & co"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def app(request: pytest.FixtureRequest, project: Path, test_env: dict[str, str]) -> Iterator[Flask]:
-    env = {**test_env, "NEWSLETTER_SIGNUP_RATE_LIMIT": "0"}
-    postgres = request.param == "postgres"
-    with pg_schema(request.getfixturevalue("pg_url")) if postgres else nullcontext() as url:
-        if url:
-            env["NEWSLETTER_DATABASE_URL"] = url
-        provider = RecordingProvider()
-        app = create_app(load_settings(project / "newsletter.toml", env=env), provider=provider)
-        app.extensions["recorder"] = provider
-        yield app
-        app.extensions["newsletter"].store.close()
-
-
 @pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-@pytest.fixture
-def store(app: Flask) -> Store:
-    return app.extensions["newsletter"].store
+def app(project: Path, test_env: dict[str, str], db_env: dict[str, str]) -> Iterator[Flask]:
+    env = {**test_env, "NEWSLETTER_SIGNUP_RATE_LIMIT": "0", **db_env}
+    provider = RecordingProvider()
+    app = create_app(load_settings(project / "newsletter.toml", env=env), provider=provider)
+    app.extensions["recorder"] = provider
+    yield app
+    app.extensions["newsletter"].store.close()
 
 
 def sent_to(app: Flask, email: str) -> list:

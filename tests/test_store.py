@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import pg_schema, snapshot
+from helpers import Clock, pg_schema, snapshot
 
 from pipeline.errors import ConfigError
 from subscribers import schema as s
@@ -24,29 +24,9 @@ PREFS = Consent("preferences", "preferences page")
 IMPORT = Consent("import", "import:list.csv", "webinar signup sheet")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, **kwargs: float) -> None:
-        self.now += dt.timedelta(**kwargs)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'var' / 'newsletter.db'}"
-    else:
-        with pg_schema(request.getfixturevalue("pg_url")) as url:
-            yield url
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC))
 
 
 @pytest.fixture

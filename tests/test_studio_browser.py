@@ -7,7 +7,6 @@ issue's 1 s. They were run 20 times in a row to show they are not flaky.
 
 from __future__ import annotations
 
-import http.server
 import mailbox
 import re
 import threading
@@ -277,27 +276,19 @@ def test_send_test_puts_a_message_in_the_outbox(
 
 
 def test_another_site_cannot_make_the_studio_send(
-    page, studio: Studio, settings: Settings, tmp_path: Path
+    page, studio: Studio, settings: Settings, static_site: tuple[str, Path]
 ) -> None:
     """A page on another origin posts the form at the studio, as a hostile site would."""
-    site = tmp_path / "site"
-    site.mkdir()
+    url, site = static_site
     (site / "index.html").write_text(
         f'<form method="post" action="{studio.url}/send-test/hip-hinge">'
         '<input name="to" value="victim@example.com"><input name="csrf" value="guess">'
         '<button id="go">win a prize</button></form>'
     )
-    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(site))  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        page.goto(f"http://127.0.0.1:{server.server_address[1]}/index.html")
-        with page.expect_response(lambda r: "/send-test/" in r.url) as answer:
-            page.click("#go")
-        assert answer.value.status == 403
-    finally:
-        server.shutdown()
-        server.server_close()
+    page.goto(f"{url}/index.html")
+    with page.expect_response(lambda r: "/send-test/" in r.url) as answer:
+        page.click("#go")
+    assert answer.value.status == 403
     assert outbox(settings) == []
 
 

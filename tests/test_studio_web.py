@@ -37,11 +37,6 @@ def app(workspace: Workspace) -> Flask:
     return create_app(workspace, Guard("127.0.0.1"))
 
 
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
 def csrf(app: Flask) -> str:
     return app.extensions["studio.guard"].token
 

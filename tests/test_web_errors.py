@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 from helpers import snapshot
 
@@ -14,21 +13,6 @@ from subscribers.web import MAX_BODY
 
 FORM = "application/x-www-form-urlencoded"
 JSON = {"Accept": "application/json"}
-
-
-@pytest.fixture
-def app(web_app: Flask) -> Flask:
-    return web_app
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-@pytest.fixture
-def store(app: Flask) -> Store:
-    return app.extensions["newsletter"].store
 
 
 def assert_friendly(resp: object, status: int) -> str:

@@ -8,12 +8,11 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Iterator
-from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from helpers import RecordingProvider, pg_schema, snapshot
+from helpers import RecordingProvider, snapshot
 from test_webhook_helpers import POSTMARK_AUTH, WEBHOOK_ENV
 
 from pipeline.settings import load_settings
@@ -40,18 +39,14 @@ ABSURD = {
 }
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def app(request: pytest.FixtureRequest, project: Path, test_env: dict[str, str]) -> Iterator[Flask]:
-    env = {**test_env, **WEBHOOK_ENV, "NEWSLETTER_SIGNUP_RATE_LIMIT": "0"}
-    postgres = request.param == "postgres"
-    with pg_schema(request.getfixturevalue("pg_url")) if postgres else nullcontext() as url:
-        if url:
-            env["NEWSLETTER_DATABASE_URL"] = url
-        app = create_app(
-            load_settings(project / "newsletter.toml", env=env), provider=RecordingProvider()
-        )
-        yield app
-        app.extensions["newsletter"].store.close()
+@pytest.fixture
+def app(project: Path, test_env: dict[str, str], db_env: dict[str, str]) -> Iterator[Flask]:
+    env = {**test_env, **WEBHOOK_ENV, "NEWSLETTER_SIGNUP_RATE_LIMIT": "0", **db_env}
+    app = create_app(
+        load_settings(project / "newsletter.toml", env=env), provider=RecordingProvider()
+    )
+    yield app
+    app.extensions["newsletter"].store.close()
 
 
 @pytest.mark.parametrize("body", ABSURD.values(), ids=ABSURD.keys())

@@ -22,11 +22,6 @@ def app(settings: Settings) -> Iterator[Flask]:
     app.extensions["newsletter"].store.close()
 
 
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
 def test_the_url_the_renderer_links_serves_the_image(
     client: FlaskClient, settings: Settings, project: Path
 ) -> None:

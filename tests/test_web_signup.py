@@ -7,7 +7,6 @@ from pathlib import Path
 
 import itsdangerous.timed
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 from helpers import (
     RecordingProvider,
@@ -40,21 +39,6 @@ def make_settings(project: Path, env: dict[str, str], **extra: str) -> Settings:
 @pytest.fixture
 def provider(recorder: RecordingProvider) -> RecordingProvider:
     return recorder
-
-
-@pytest.fixture
-def app(web_app: Flask) -> Flask:
-    return web_app
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-@pytest.fixture
-def store(app: Flask) -> Store:
-    return app.extensions["newsletter"].store
 
 
 def signup(client: FlaskClient, **fields: object) -> object:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 from helpers import RecordingProvider, snapshot, unsubscribe_url
 
@@ -20,21 +19,6 @@ ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 @pytest.fixture
 def provider(recorder: RecordingProvider) -> RecordingProvider:
     return recorder
-
-
-@pytest.fixture
-def app(web_app: Flask) -> Flask:
-    return web_app
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-@pytest.fixture
-def store(app: Flask) -> Store:
-    return app.extensions["newsletter"].store
 
 
 @pytest.fixture

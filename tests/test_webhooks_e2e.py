@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from helpers import pg_schema, read_outbox
+from helpers import read_outbox
 from send_helpers import fill
 from test_webhook_helpers import (
     WEBHOOK_ENV,
@@ -26,14 +25,10 @@ from pipeline.settings import load_settings
 from subscribers.store import Store
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def env(request: pytest.FixtureRequest, project: Path, test_env: dict[str, str]) -> Iterator[dict]:
-    base = {**test_env, **WEBHOOK_ENV, "NEWSLETTER_CONFIG": str(project / "newsletter.toml")}
-    if request.param == "sqlite":
-        yield base
-    else:
-        with pg_schema(request.getfixturevalue("pg_url")) as url:
-            yield {**base, "NEWSLETTER_DATABASE_URL": url}
+@pytest.fixture
+def env(project: Path, test_env: dict[str, str], db_env: dict[str, str]) -> dict[str, str]:
+    config = str(project / "newsletter.toml")
+    return {**test_env, **WEBHOOK_ENV, "NEWSLETTER_CONFIG": config, **db_env}
 
 
 def run(env: dict[str, str], *args: str) -> Result:
