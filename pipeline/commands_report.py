@@ -8,13 +8,12 @@ import click
 
 from pipeline.csvout import csv_writer
 from pipeline.errors import PipelineError
+from subscribers.deliveries import UNFINISHED
 
 if TYPE_CHECKING:
     from subscribers.campaigns import Campaign
     from subscribers.events import EventLog
     from subscribers.send_runs import Run
-
-UNFINISHED = ("pending", "inflight", "retry", "unknown")
 
 
 def register(group: click.Group) -> None:

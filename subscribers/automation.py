@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from subscribers import schema as s
 from subscribers.audience import eligible_clause
+from subscribers.campaigns import PENDING_COLUMNS, pending_rows
 from subscribers.errors import Conflict, NotFound
 from subscribers.store import Store
 
@@ -108,12 +109,10 @@ class Automation:
 
         Nobody is added twice (the ledger's key), even by two ``due`` at once."""
         select = self._due_select(campaign_id, sequence, topic, delay, first_seen, now)
-        cols = ["campaign_id", "subscriber_id", "status", "added_at", "attempts", "provider_id"]
-        cols.append("reason")
         self.store.refresh_statistics()
         with self.store.write() as conn:
             # RETURNING, not rowcount: PostgreSQL reports -1 for ON CONFLICT DO NOTHING here.
-            insert = _insert_select(conn, d, cols, select).returning(d.c.subscriber_id)
+            insert = _insert_select(conn, d, PENDING_COLUMNS, select).returning(d.c.subscriber_id)
             return len(conn.execute(insert).all())
 
     def count_due(
@@ -156,15 +155,9 @@ class Automation:
         already = sa.exists().where(
             d.c.campaign_id == (campaign_id or 0), d.c.subscriber_id == sub.c.id
         )
-        return sa.select(
-            sa.literal(campaign_id or 0),
-            sub.c.id,
-            sa.literal("pending"),
-            sa.literal(now, s.UTCDateTime),
-            sa.literal(0),
-            sa.literal(""),
-            sa.literal(""),
-        ).where(eligible_clause(topic), sa.or_(by_confirming, on_purpose), ~already)
+        return pending_rows(campaign_id or 0, now).where(
+            eligible_clause(topic), sa.or_(by_confirming, on_purpose), ~already
+        )
 
     def enrolled(self, sequence: str) -> int:
         """Readers in the sequence who can still get mail from it (any topic)."""

@@ -30,9 +30,10 @@ def add_batch(
 ) -> list[AddResult]:
     """Classify ``rows`` and insert the new ones, in the caller's write transaction.
     ``known_topics``: the store's topics; each row's topics are checked against them."""
-    existing = existing_hashes(conn, [email_hash(r.email) for r in rows])
-    suppressed = suppressed_hashes(conn, [email_hash(r.email) for r in rows])
-    results, fresh = _classify(rows, existing, suppressed)
+    digests = [email_hash(r.email) for r in rows]
+    existing = existing_hashes(conn, digests)
+    suppressed = suppressed_hashes(conn, digests)
+    results, fresh = _classify(rows, digests, existing, suppressed)
     if fresh:
         ids = _insert_many(conn, fresh, "active" if confirmed else "pending", now)
         _attach_many(conn, fresh, ids, consent, now, confirmed, known_topics)
@@ -41,13 +42,15 @@ def add_batch(
 
 
 def _classify(
-    rows: Sequence[NewSubscriber], existing: set[str], suppressed: set[str]
+    rows: Sequence[NewSubscriber],
+    digests: Sequence[str],
+    existing: set[str],
+    suppressed: set[str],
 ) -> tuple[list[AddResult], list[NewSubscriber]]:
     results: list[AddResult] = []
     fresh: list[NewSubscriber] = []
     seen: set[str] = set()
-    for row in rows:
-        digest = email_hash(row.email)
+    for row, digest in zip(rows, digests, strict=True):
         if digest in suppressed:
             results.append(AddResult(row, "suppressed", None))
         elif digest in existing or digest in seen:
@@ -87,17 +90,12 @@ def _attach_many(
     confirmed: bool,
     known_topics: Sequence[str],
 ) -> None:
-    pairs = list(zip(rows, ids, strict=True))
-    topic_rows = [
-        {"subscriber_id": i, "topic": t}
-        for r, i in pairs
-        for t in check_topics(known_topics, r.topics)
-    ]
+    pairs = [(check_topics(known_topics, r.topics), i) for r, i in zip(rows, ids, strict=True)]
+    topic_rows = [{"subscriber_id": i, "topic": t} for topics, i in pairs for t in topics]
     if topic_rows:
         conn.execute(s.subscriber_topics.insert(), topic_rows)
     conn.execute(
-        s.consents.insert(),
-        [consent_values(i, consent, check_topics(known_topics, r.topics), now) for r, i in pairs],
+        s.consents.insert(), [consent_values(i, consent, topics, now) for topics, i in pairs]
     )
     kind = "added_confirmed" if confirmed else "added"
     conn.execute(

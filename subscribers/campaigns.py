@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -16,6 +17,16 @@ from subscribers import schema as s
 from subscribers.audience import eligible_clause
 
 d = s.deliveries
+# The columns of a queued delivery row, as :func:`pending_rows` selects them.
+PENDING_COLUMNS = (
+    "campaign_id",
+    "subscriber_id",
+    "status",
+    "added_at",
+    "attempts",
+    "provider_id",
+    "reason",
+)
 
 
 @dataclass(frozen=True)
@@ -76,26 +87,23 @@ def snapshot_statement(campaign_id: int, topic: str, now: dt.datetime, *, new: b
     statistics call the table empty).
     """
     sub = s.subscribers
-    select = sa.select(
+    select = pending_rows(campaign_id, now).where(eligible_clause(topic))
+    if not new:
+        select = select.where(
+            ~sa.exists().where(d.c.campaign_id == campaign_id, d.c.subscriber_id == sub.c.id)
+        )
+    return sa.insert(d).from_select(list(PENDING_COLUMNS), select)
+
+
+def pending_rows(campaign_id: int, now: dt.datetime) -> sa.Select[Any]:
+    """A new ``pending`` delivery row per subscriber selected, in :data:`PENDING_COLUMNS`
+    order (the caller adds which subscribers)."""
+    return sa.select(
         sa.literal(campaign_id),
-        sub.c.id,
+        s.subscribers.c.id,
         sa.literal("pending"),
         sa.literal(now, s.UTCDateTime),
         sa.literal(0),
         sa.literal(""),
         sa.literal(""),
-    ).where(eligible_clause(topic))
-    if not new:
-        select = select.where(
-            ~sa.exists().where(d.c.campaign_id == campaign_id, d.c.subscriber_id == sub.c.id)
-        )
-    cols = [
-        "campaign_id",
-        "subscriber_id",
-        "status",
-        "added_at",
-        "attempts",
-        "provider_id",
-        "reason",
-    ]
-    return sa.insert(d).from_select(cols, select)
+    )

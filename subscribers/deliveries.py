@@ -20,7 +20,6 @@ from subscribers import schema as s
 from subscribers.audience import eligible_clause
 
 d = s.deliveries
-FINAL = ("sent", "failed", "skipped")
 UNFINISHED = ("pending", "inflight", "retry", "unknown")
 HELD = ("inflight", "unknown")  # rows a run holds under a claim
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -397,12 +396,3 @@ class Ledger:
         )
         with self.store.read() as conn:
             return [(r.email, r.status, r.reason) for r in conn.execute(query)]
-
-    def failure_reasons(self, campaign_id: int) -> Counter[str]:
-        query = (
-            sa.select(d.c.reason, sa.func.count())
-            .where(d.c.campaign_id == campaign_id, d.c.status.in_(("failed", "retry", "skipped")))
-            .group_by(d.c.reason)
-        )
-        with self.store.read() as conn:
-            return Counter({r[0] or "unknown": r[1] for r in conn.execute(query)})

@@ -35,7 +35,7 @@ from subscribers.rows import (
     update_subscriber,
 )
 from subscribers.tokens import new_link_key
-from subscribers.validation import email_hash, email_key
+from subscribers.validation import email_key
 
 CONFIRMATION_CAP = 5  # confirmation emails per address per CONFIRMATION_WINDOW
 CONFIRMATION_WINDOW = dt.timedelta(hours=1)
@@ -132,7 +132,7 @@ def signup(
         record_event(conn, row.id if row else None, "signup_suppressed", now, consent.source)
         return SignupOutcome(row.id if row else None, "suppressed", False)
     if row is None:
-        sid, created = _insert_subscriber(conn, email, name, "pending", now)
+        sid, created = _insert_subscriber(conn, email, digest, name, "pending", now)
         if created:
             return _new_signup(conn, sid, topics, consent, now)
         row = lock_by_id(conn, sid)
@@ -170,7 +170,7 @@ def _known_signup(
 
 
 def _insert_subscriber(
-    conn: Connection, email: str, name: str, status: str, now: dt.datetime
+    conn: Connection, email: str, digest: str, name: str, status: str, now: dt.datetime
 ) -> tuple[int, bool]:
     """Insert a new row, or find the one a concurrent transaction just inserted.
 
@@ -178,7 +178,6 @@ def _insert_subscriber(
     concurrent signup of the same address and then yields to it, in one statement (a
     savepoint around a plain INSERT cost two more round trips on every signup).
     """
-    digest = email_hash(email)
     values = new_row(email, digest, name, status, now)
     query = sa.select(s.subscribers.c.id).where(s.subscribers.c.email_hash == digest)
     if conn.dialect.name == "postgresql":

@@ -161,12 +161,20 @@ def consent_values(
     return {
         "subscriber_id": sid,
         "kind": consent.kind,
-        "source": consent.source[:200],
         "topics": ",".join(topics),
+        "created_at": now,
+        **consent_fields(consent),
+    }
+
+
+def consent_fields(consent: Consent) -> dict[str, Any]:
+    """Where and how a consent was given, cut to its columns' sizes (``consents`` and
+    ``signup_requests`` store the same four)."""
+    return {
+        "source": consent.source[:200],
         "ip": (consent.ip or None) and consent.ip[:64],
         "user_agent": (consent.user_agent or None) and consent.user_agent[:500],
         "wording": consent.wording,
-        "created_at": now,
     }
 
 

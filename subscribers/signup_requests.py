@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from subscribers import schema as s
+from subscribers.rows import consent_fields
 
 if TYPE_CHECKING:
     from subscribers.models import Consent
@@ -49,11 +50,8 @@ def add(
         "subscriber_id": subscriber_id,
         "name": name,
         "topics": ",".join(topics),
-        "source": consent.source[:200],
-        "wording": consent.wording,
-        "ip": (consent.ip or None) and consent.ip[:64],
-        "user_agent": (consent.user_agent or None) and consent.user_agent[:500],
         "created_at": now,
+        **consent_fields(consent),
     }
     return conn.execute(_INSERT, values).scalar_one()
 
