@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import getaddresses
-from importlib import import_module
 from typing import ClassVar
 from urllib.parse import parse_qs
 
+from pipeline.providers import load_class
 from pipeline.providers.webhook_events import (
     Fetch,
     Malformed,
@@ -107,8 +107,7 @@ def inbound_class(name: str) -> type[InboundParser]:
             f"no inbound path for {name!r}",
             hint=f"provider.inbound takes one of: {', '.join(INBOUND)}",
         )
-    module_name, _, class_name = target.partition(":")
-    return getattr(import_module(module_name), class_name)
+    return load_class(target)
 
 
 # ---- helpers the parsers share -----------------------------------------------------------
