@@ -9,6 +9,7 @@ parser beside it).
 from __future__ import annotations
 
 from importlib import import_module
+from typing import Any
 
 from pipeline.errors import ConfigError
 from pipeline.providers.base import Provider, SendResult, Status
@@ -33,8 +34,16 @@ __all__ = [
     "Status",
     "check_provider",
     "get_provider",
+    "load_class",
     "provider_class",
 ]
+
+
+def load_class(target: str) -> Any:
+    """The class a ``"module:Class"`` entry of PROVIDERS, WEBHOOKS or INBOUND names
+    (its module imported only now)."""
+    module_name, _, class_name = target.partition(":")
+    return getattr(import_module(module_name), class_name)
 
 
 def provider_class(name: str) -> type[Provider]:
@@ -47,8 +56,7 @@ def provider_class(name: str) -> type[Provider]:
             f"unknown provider {name!r}",
             hint=f"set [provider] name (or NEWSLETTER_PROVIDER) to one of: {valid}",
         ) from None
-    module_name, _, class_name = target.partition(":")
-    return getattr(import_module(module_name), class_name)
+    return load_class(target)
 
 
 def get_provider(settings: Settings, *, sleep: Sleep | None = None) -> Provider:

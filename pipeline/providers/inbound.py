@@ -25,11 +25,17 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import getaddresses
-from importlib import import_module
 from typing import ClassVar
 from urllib.parse import parse_qs
 
-from pipeline.providers.webhook_events import Fetch, Malformed, Refused, WebhookRequest
+from pipeline.providers import load_class
+from pipeline.providers.webhook_events import (
+    Fetch,
+    Malformed,
+    Refused,
+    WebhookParser,
+    WebhookRequest,
+)
 from pipeline.settings import Settings
 
 # name -> "module:Class", imported lazily (like PROVIDERS and WEBHOOKS).
@@ -71,14 +77,20 @@ class ParsedInbound:
 
 
 class InboundParser(ABC):
-    """One subclass per provider, in ``pipeline/providers/<name>_inbound.py``."""
+    """One subclass per provider, in ``pipeline/providers/<name>_inbound.py``. It checks a
+    request with ``auth``, the provider's event webhook parser (``webhook``) built from
+    the same settings."""
 
     name: ClassVar[str]
+    webhook: ClassVar[type[WebhookParser]]
+
+    def __init__(self, auth: WebhookParser) -> None:
+        self.auth = auth
 
     @classmethod
-    @abstractmethod
     def from_settings(cls, settings: Settings, *, fetch: Fetch | None = None) -> InboundParser:
         """Build the parser; NotConfigured names any missing variable."""
+        return cls(cls.webhook.from_settings(settings, fetch=fetch))
 
     @abstractmethod
     def parse(self, request: WebhookRequest) -> ParsedInbound:
@@ -95,8 +107,7 @@ def inbound_class(name: str) -> type[InboundParser]:
             f"no inbound path for {name!r}",
             hint=f"provider.inbound takes one of: {', '.join(INBOUND)}",
         )
-    module_name, _, class_name = target.partition(":")
-    return getattr(import_module(module_name), class_name)
+    return load_class(target)
 
 
 # ---- helpers the parsers share -----------------------------------------------------------

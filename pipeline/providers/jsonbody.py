@@ -11,9 +11,12 @@ the exact Content-Length known up front (no chunked transfer encoding).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import orjson
+
+from pipeline.message import Message, json_pieces
 
 # Bodies smaller than this are joined and written in one go.
 STREAM_OVER = 1 << 20
@@ -80,3 +83,12 @@ def request_body(pieces: list[bytes]) -> bytes | JsonBody:
     """The body to post: joined when small, streamed from its pieces when large."""
     body = JsonBody(pieces)
     return bytes(body) if body.size < STREAM_OVER else body
+
+
+def json_batch(
+    messages: Sequence[Message], payload: Callable[[Message], dict[str, Any]]
+) -> bytes | JsonBody:
+    """The body of a batch request: a JSON array of ``payload(m)`` per message, whose two
+    :data:`HOLE` values (html first, then text) are filled with the message's bodies in
+    pieces (see ``Message.html_json``)."""
+    return request_body(json_array([filled(payload(m), json_pieces(m)) for m in messages]))

@@ -17,19 +17,13 @@ from pipeline.providers.inbound import (
     form_fields,
 )
 from pipeline.providers.mailgun_events import MailgunWebhook
-from pipeline.providers.webhook_events import Fetch, WebhookRequest
-from pipeline.settings import Settings
+from pipeline.providers.webhook_events import WebhookRequest
 
 
 class MailgunInbound(InboundParser):
     name = "mailgun"
-
-    def __init__(self, auth: MailgunWebhook) -> None:
-        self.auth = auth
-
-    @classmethod
-    def from_settings(cls, settings: Settings, *, fetch: Fetch | None = None) -> MailgunInbound:
-        return cls(MailgunWebhook.from_settings(settings))
+    webhook = MailgunWebhook
+    auth: MailgunWebhook
 
     def parse(self, request: WebhookRequest) -> ParsedInbound:
         fields = form_fields(request.body, request.header("Content-Type"))

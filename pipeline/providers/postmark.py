@@ -18,10 +18,10 @@ from typing import Any
 import requests
 
 from pipeline.errors import ProviderError
-from pipeline.message import Message, json_bodies, json_pieces
+from pipeline.message import Message
 from pipeline.providers.base import SendResult, Status
 from pipeline.providers.http import JSON_HEADERS, HttpProvider
-from pipeline.providers.jsonbody import HOLE, JsonBody, filled, json_array, request_body
+from pipeline.providers.jsonbody import HOLE, JsonBody, json_batch
 from pipeline.providers.retry import Sleep
 from pipeline.settings import Settings
 
@@ -135,23 +135,20 @@ class PostmarkProvider(HttpProvider):
         return self.parse(response, messages)
 
     def batch_body(self, messages: Sequence[Message]) -> bytes | JsonBody:
-        """The request body, a JSON array of :meth:`payload`, built from the messages'
-        pieces (see :mod:`pipeline.providers.jsonbody`)."""
-        items = [filled(self.payload(m, bodies=(HOLE, HOLE)), json_pieces(m)) for m in messages]
-        return request_body(json_array(items))
+        """The request body, a JSON array of :meth:`payload` (see :func:`json_batch`)."""
+        return json_batch(messages, self.payload)
 
-    def payload(self, m: Message, *, bodies: tuple[object, object] | None = None) -> dict[str, Any]:
-        """One message of the batch, as Postmark documents it (``bodies``: the HtmlBody
-        and TextBody values to put in, by default the message's own)."""
-        html, text = bodies or json_bodies(m)
+    def payload(self, m: Message) -> dict[str, Any]:
+        """One message of the batch, as Postmark documents it, with a :data:`HOLE` for
+        HtmlBody and TextBody (:func:`json_batch` fills them)."""
         headers = [{"Name": "Message-ID", "Value": m.message_id}]
         headers += [{"Name": name, "Value": value} for name, value in m.headers.items()]
         data: dict[str, Any] = {
             "From": m.from_addr,
             "To": m.to,
             "Subject": m.subject,
-            "HtmlBody": html,
-            "TextBody": text,
+            "HtmlBody": HOLE,
+            "TextBody": HOLE,
             "Headers": headers,
             "Metadata": {**m.metadata, "message_id": m.message_id},
             "MessageStream": self.message_stream,

@@ -13,27 +13,20 @@ from typing import Any
 from pipeline.providers.inbound import InboundMail, InboundParser, ParsedInbound, addresses
 from pipeline.providers.postmark_events import PostmarkWebhook
 from pipeline.providers.webhook_events import (
-    Fetch,
     Malformed,
     WebhookRequest,
     json_object,
     mapping,
     text,
 )
-from pipeline.settings import Settings
 
 RECIPIENT_FIELDS = ("ToFull", "CcFull", "BccFull")
 
 
 class PostmarkInbound(InboundParser):
     name = "postmark"
-
-    def __init__(self, auth: PostmarkWebhook) -> None:
-        self.auth = auth
-
-    @classmethod
-    def from_settings(cls, settings: Settings, *, fetch: Fetch | None = None) -> PostmarkInbound:
-        return cls(PostmarkWebhook.from_settings(settings))
+    webhook = PostmarkWebhook
+    auth: PostmarkWebhook
 
     def parse(self, request: WebhookRequest) -> ParsedInbound:
         self.auth.authenticate(request.header("Authorization"))

@@ -18,10 +18,10 @@ from typing import Any
 
 import requests
 
-from pipeline.message import Message, json_bodies, json_pieces
+from pipeline.message import Message
 from pipeline.providers.base import SendResult, Status
 from pipeline.providers.http import JSON_HEADERS, BearerProvider
-from pipeline.providers.jsonbody import HOLE, JsonBody, filled, json_array, request_body
+from pipeline.providers.jsonbody import HOLE, JsonBody, json_batch
 
 SECRET = "RESEND_API_KEY"
 PATH = "/emails/batch"
@@ -90,22 +90,19 @@ class ResendProvider(BearerProvider):
         return self.parse(response, messages)
 
     def batch_body(self, messages: Sequence[Message]) -> bytes | JsonBody:
-        """The request body, a JSON array of :meth:`payload`, built from the messages'
-        pieces (see :mod:`pipeline.providers.jsonbody`)."""
-        items = [filled(self.payload(m, bodies=(HOLE, HOLE)), json_pieces(m)) for m in messages]
-        return request_body(json_array(items))
+        """The request body, a JSON array of :meth:`payload` (see :func:`json_batch`)."""
+        return json_batch(messages, self.payload)
 
     @staticmethod
-    def payload(m: Message, *, bodies: tuple[object, object] | None = None) -> dict[str, Any]:
-        """One email of the batch, as Resend documents it (``bodies``: the html and text
-        values to put in, by default the message's own)."""
-        html, text = bodies or json_bodies(m)
+    def payload(m: Message) -> dict[str, Any]:
+        """One email of the batch, as Resend documents it, with a :data:`HOLE` for html
+        and text (:func:`json_batch` fills them)."""
         data: dict[str, Any] = {
             "from": from_address(m.from_addr),
             "to": [to_address(m.to_email, m.to_name)],
             "subject": m.subject,
-            "html": html,
-            "text": text,
+            "html": HOLE,
+            "text": HOLE,
             "headers": {"Message-ID": m.message_id, **m.headers},
         }
         if m.reply_to:

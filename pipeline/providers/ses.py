@@ -143,7 +143,7 @@ class SesProvider(HttpProvider):
 
     def _send_one(self, messages: Sequence[Message]) -> list[SendResult]:
         [m] = messages
-        if not m.to_email.rpartition("@")[0].isascii():
+        if m.needs_smtputf8:
             reason = "SES takes only ASCII before the @ (it has no SMTPUTF8)"
             return [SendResult(m.message_id, m.to_email, Status.INVALID, reason=reason)]
         response = self.post(PATH, body=encode_json(self.payload(m)), headers=JSON_HEADERS)

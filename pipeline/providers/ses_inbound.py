@@ -24,31 +24,24 @@ from pipeline.providers.inbound import (
 )
 from pipeline.providers.ses_events import SesWebhook
 from pipeline.providers.webhook_events import (
-    Fetch,
     Malformed,
     WebhookRequest,
     json_object,
     mapping,
     text,
 )
-from pipeline.settings import Settings
 
 
 class SesInbound(InboundParser):
     name = "ses"
-
-    def __init__(self, sns: SesWebhook) -> None:
-        self.sns = sns
-
-    @classmethod
-    def from_settings(cls, settings: Settings, *, fetch: Fetch | None = None) -> SesInbound:
-        return cls(SesWebhook.from_settings(settings, fetch=fetch))
+    webhook = SesWebhook
+    auth: SesWebhook  # verifies the SNS message
 
     def parse(self, request: WebhookRequest) -> ParsedInbound:
         message = json_object(request.body)
-        kind = self.sns.verify(message, request)
+        kind = self.auth.verify(message, request)
         if kind == "SubscriptionConfirmation":
-            return ParsedInbound(confirm_url=self.sns.subscribe_url(message), note="subscribed")
+            return ParsedInbound(confirm_url=self.auth.subscribe_url(message), note="subscribed")
         if kind != "Notification":
             return ParsedInbound(note=f"{kind} ignored")
         try:
@@ -60,7 +53,7 @@ class SesInbound(InboundParser):
         return ParsedInbound([self.mail(inner)])
 
     def confirm(self, url: str) -> None:
-        self.sns.confirm(url)
+        self.auth.confirm(url)
 
     @staticmethod
     def mail(inner: dict[str, Any]) -> InboundMail:

@@ -25,12 +25,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from importlib import import_module
 from typing import Any, ClassVar
 
 import orjson
 
 from pipeline.errors import PipelineError
+from pipeline.providers import load_class
 from pipeline.settings import Settings
 
 # name -> "module:Class", imported lazily (like pipeline.providers.PROVIDERS).
@@ -171,8 +171,7 @@ def webhook_class(name: str) -> type[WebhookParser] | None:
     target = WEBHOOKS.get(name)
     if target is None:
         return None
-    module_name, _, class_name = target.partition(":")
-    return getattr(import_module(module_name), class_name)
+    return load_class(target)
 
 
 # ---- helpers the parsers share ------------------------------------------------------------
