@@ -297,7 +297,7 @@ def _open(
     job: Job, ledger: Ledger, store: Store, *, yes: bool, include_new: bool
 ) -> tuple[Campaign, int]:
     module = job.module
-    content_hash = hashlib.sha256(module.path.read_bytes()).hexdigest()
+    content_hash = module_hash(module)
     campaign = ledger.campaign(module.slug, job.topic)
     if campaign is None:
         audience = ledger.audience(job.topic)
@@ -335,6 +335,11 @@ def _open(
                 + ("" if include_new else ". Use --include-new for later subscribers.")
             )
     return campaign, sum(ledger.counts(campaign.id).get(s, 0) for s in UNFINISHED)
+
+
+def module_hash(module: ContentModule) -> str:
+    """The campaign's ``content_hash``: a later send can tell the file changed since."""
+    return hashlib.sha256(module.path.read_bytes()).hexdigest()
 
 
 def _confirm(job: Job, recipients: int, note: str, yes: bool) -> None:

@@ -12,7 +12,7 @@ an export can be imported again.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 # ASCII and their full-width forms (some spreadsheets read those as operators too).
@@ -46,10 +46,6 @@ class SafeDictWriter:
 
     def writerow(self, row: Mapping[str, Any]) -> None:
         self._writer.writerow({key: safe_cell(value) for key, value in row.items()})
-
-    def writerows(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        for row in rows:
-            self.writerow(row)
 
 
 def csv_writer(out: IO[str] | Any, fieldnames: Sequence[str]) -> SafeDictWriter:

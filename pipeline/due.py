@@ -10,14 +10,14 @@ nobody anything twice. ``now`` is the clock (``--now`` for previews and tests).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from pipeline.clock import in_window, local_text, next_opening
-from pipeline.commands_send import Job, check_and_compile, make_sender
+from pipeline.commands_report import UNFINISHED
+from pipeline.commands_send import Job, check_and_compile, make_sender, module_hash
 from pipeline.content import find_module, load_module
 from pipeline.errors import PipelineError
 from pipeline.guard import require_live_links
@@ -150,7 +150,7 @@ class Due:
             slug=module.slug,
             topic=schedule.topic,
             subject=module.subject,
-            content_hash=_hash(module.path.read_bytes()),
+            content_hash=module_hash(module),
             provider=settings.provider,
         )
         self.automation.set_state(schedule.id, "sending", self.now)
@@ -176,13 +176,13 @@ class Due:
                 slug=step.slug,
                 topic=step.topic,
                 subject=module.subject,
-                content_hash=_hash(module.path.read_bytes()),
+                content_hash=module_hash(module),
                 provider=self.settings.provider,
                 snapshot=False,
             )
         added = automation.add_due(campaign.id, *clock)
         counts = ledger.counts(campaign.id)
-        if not any(counts.get(s) for s in ("pending", "retry", "inflight", "unknown")):
+        if not any(counts.get(s) for s in UNFINISHED):
             return
         ledger.requeue_retries(campaign.id)
         sent, left = _send(job, ledger, campaign.id, self.policy)
@@ -205,7 +205,3 @@ def _send(job: Job, ledger: Ledger, campaign_id: int, policy: str) -> tuple[int,
     counts = ledger.counts(campaign_id)
     left = sum(counts.get(s, 0) for s in ("pending", "retry", "unknown"))
     return sender.tally.sent, left
-
-
-def _hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -323,10 +323,6 @@ class Sender:
             if time.monotonic() > deadline or self.stop.wait(0.05):
                 return None
 
-    def send(self, provider: Provider, batch: Claimed) -> None:
-        """One claimed batch: skip leavers, send the rest, record every outcome."""
-        self.deliver(provider, _batch(batch), fresh=True)
-
     def deliver(self, provider: Provider, batch: Batch, *, fresh: bool, doubt: str = "") -> int:
         """Send ``batch.rows`` (skipping ``batch.left``) and record what became of each.
 
