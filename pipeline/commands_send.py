@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from pipeline.check import check_module
-from pipeline.commands_report import UNFINISHED, counts_line
+from pipeline.commands_report import counts_line
 from pipeline.content import ContentModule, find_module, load_module, newest, refuse_draft
 from pipeline.errors import ConfigError, SendError
 from pipeline.guard import live_links_warning, require_live_links
@@ -24,6 +24,7 @@ from pipeline.send import InDoubt, RateLimiter, Sender, Tally, abort_message, in
 from pipeline.send_run import RunResult, run_child, run_main
 from pipeline.settings import Settings
 from pipeline.window import Window, WindowStats
+from subscribers.deliveries import UNFINISHED
 
 if TYPE_CHECKING:  # the CLI wires the store in; imported lazily at run time
     from subscribers.campaigns import Campaign
