@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from pipeline.errors import ProviderError
 from pipeline.message import Message
 from pipeline.providers.base import Provider, SendResult, Status
 from pipeline.render import compile_campaign
-from pipeline.send import RateLimiter, Sender
+from pipeline.send import RateLimiter, Sender, Tally
 from pipeline.settings import Settings
 from pipeline.window import Window
 from subscribers.ledger import Ledger
@@ -93,8 +93,12 @@ class Slow(Provider):
         return [SendResult(m.message_id, m.to_email, Status.QUEUED, "id") for m in messages]
 
 
-def test_the_window_never_exceeds_the_providers_cap(tmp_path: Path, settings: Settings) -> None:
-    shared = {"lock": threading.Lock(), "now": 0, "most": 0, "sent": []}
+def send_400(
+    tmp_path: Path, settings: Settings, provider: Callable[[], Provider], window: Window
+) -> tuple[Tally | None, dict[str, int]]:
+    """Send hip-hinge to 400 readers, 10 a batch, through ``provider`` (one per lane):
+    the tally (None when the run raised) and the ledger's counts, taken either way."""
+    tally = None
     with store_for(tmp_path, settings) as store:
         fill(store, 400)
         ledger = Ledger(store)
@@ -106,14 +110,24 @@ def test_the_window_never_exceeds_the_providers_cap(tmp_path: Path, settings: Se
             compiled=compile_campaign(module, settings),
             campaign_id=campaign.id,
             ledger=ledger,
-            provider_factory=lambda: Slow(shared),
+            provider_factory=provider,
             token_for=lambda sid, link_key: f"t{sid}",
             batch_size=10,
             limiter=RateLimiter(0),
-            window=Window(cap=32, start=8),  # asks for more than the provider allows
+            window=window,
         )
-        tally = sender.run()
-        assert ledger.counts(campaign.id) == {"sent": 400}
+        try:
+            tally = sender.run()
+        finally:
+            counts = ledger.counts(campaign.id)
+    return tally, counts
+
+
+def test_the_window_never_exceeds_the_providers_cap(tmp_path: Path, settings: Settings) -> None:
+    shared = {"lock": threading.Lock(), "now": 0, "most": 0, "sent": []}
+    # The window asks for more than the provider allows.
+    tally, counts = send_400(tmp_path, settings, lambda: Slow(shared), Window(cap=32, start=8))
+    assert counts == {"sent": 400}
     assert tally.sent == 400 and sorted(shared["sent"]) == sorted(set(shared["sent"]))
     assert 1 < shared["most"] <= Slow.max_in_flight  # several in flight, never past the cap
 
@@ -145,27 +159,7 @@ def refusing_send(  # noqa: ANN201
 ):
     shared = {"lock": threading.Lock(), "now": 0, "most": 0, "sent": [], "calls": 0}
     shared.update(refusals=refusals, together=together)
-    with store_for(tmp_path, settings) as store:
-        fill(store, 400)
-        ledger = Ledger(store)
-        campaign, _ = ledger.open_campaign(
-            slug="hip-hinge", topic="updates", subject="s", content_hash="h", provider="slow"
-        )
-        module = load_module(find_module(settings, "hip-hinge"), settings)
-        sender = Sender(
-            compiled=compile_campaign(module, settings),
-            campaign_id=campaign.id,
-            ledger=ledger,
-            provider_factory=lambda: Refusing(shared),
-            token_for=lambda sid, link_key: f"t{sid}",
-            batch_size=10,
-            limiter=RateLimiter(0),
-            window=window,
-        )
-        try:
-            sender.run()
-        finally:
-            counts = ledger.counts(campaign.id)
+    _, counts = send_400(tmp_path, settings, lambda: Refusing(shared), window)
     return counts, shared["sent"]
 
 
