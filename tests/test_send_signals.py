@@ -50,9 +50,12 @@ def test_sigkill_of_a_concurrency_parent_leaves_no_helper_and_nobody_twice(
         with Store(db) as store:
             fill(store, n)
         helpers_seen: list[int] = []
-        for kill, threshold in enumerate((1000, 2500, 4000)):
+        for kill in range(3):
+            # Killed 700 messages into each run: each parent still has work (and helpers)
+            # left however slow the machine is.
+            threshold = sink.received(addresses=False)["total"] + 700
             proc = start_send(env, *args)
-            wait_for(lambda t=threshold: sink.received()["total"] >= t)
+            wait_for(lambda t=threshold: sink.received(addresses=False)["total"] >= t)
             helpers = children_of(proc.pid)
             helpers_seen.append(len(helpers))
             proc.send_signal(signal.SIGKILL)
